@@ -1,0 +1,2 @@
+"""Training glue: launcher, hooks and trainer."""
+from .launch import launch

@@ -1,0 +1,78 @@
+"""
+Multi-process launch that works with and without CUDA.
+
+On a machine with CUDA this is Detectron2's :func:`detectron2.engine.launch` (NCCL). Without CUDA,
+Detectron2 v0.6 asserts ``torch.cuda.is_available()``; here the same arguments start
+``num_gpus_per_machine`` CPU processes with the gloo backend instead, set up Detectron2's local
+process group the same way, and run ``main_func(*args)`` in each — so the distributed path (DDP,
+distributed samplers, evaluator gathers, rank-0-only checkpoints) runs in CI.
+"""
+import logging
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from detectron2.engine import launch as detectron2_launch
+from detectron2.engine.launch import _find_free_port
+from detectron2.utils import comm
+
+__all__ = ["launch", "DEFAULT_TIMEOUT"]
+
+DEFAULT_TIMEOUT = timedelta(minutes=30)
+
+
+def launch(
+    main_func,
+    num_gpus_per_machine,
+    num_machines=1,
+    machine_rank=0,
+    dist_url=None,
+    args=(),
+    timeout=DEFAULT_TIMEOUT,
+):
+    """
+    Args: as :func:`detectron2.engine.launch`. ``num_gpus_per_machine`` is the number of processes
+    per machine; on a machine without CUDA each process runs on the CPU with gloo.
+    """
+    if torch.cuda.is_available():
+        return detectron2_launch(
+            main_func, num_gpus_per_machine, num_machines, machine_rank, dist_url, args, timeout
+        )
+    world_size = num_machines * num_gpus_per_machine
+    if world_size <= 1:
+        return main_func(*args)
+    if dist_url is None or dist_url == "auto":
+        if num_machines != 1:
+            raise ValueError("dist_url=auto is not supported for multi-machine jobs; pass tcp://HOST:PORT")
+        dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
+    mp.start_processes(
+        _cpu_worker,
+        nprocs=num_gpus_per_machine,
+        args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout),
+        daemon=False,
+        start_method="spawn",
+    )
+
+
+def _cpu_worker(local_rank, main_func, world_size, num_per_machine, machine_rank, dist_url, args, timeout):
+    global_rank = machine_rank * num_per_machine + local_rank
+    try:
+        dist.init_process_group(
+            backend="gloo", init_method=dist_url, world_size=world_size, rank=global_rank, timeout=timeout
+        )
+    except Exception:
+        logging.getLogger(__name__).error("Process group URL: %s", dist_url)
+        raise
+    # Detectron2's comm.get_local_rank()/get_local_size() read this group (set by its own launch).
+    num_machines = world_size // num_per_machine
+    for i in range(num_machines):
+        ranks_on_i = list(range(i * num_per_machine, (i + 1) * num_per_machine))
+        group = dist.new_group(ranks_on_i)
+        if i == machine_rank:
+            comm._LOCAL_PROCESS_GROUP = group
+    comm.synchronize()
+    try:
+        main_func(*args)
+    finally:
+        dist.destroy_process_group()
