@@ -8,4 +8,7 @@ from . import compat
 
 compat.apply_all()
 
+from .config import add_gridclip_config  # noqa: E402
+from .modeling import clip_configs  # noqa: E402,F401  (registers the tiny open_clip configs)
+
 __version__ = "0.1.0"
