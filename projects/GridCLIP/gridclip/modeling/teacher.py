@@ -1,0 +1,187 @@
+"""
+The frozen CLIP image teacher of GridCLIP's image-level alignment (paper §3.3, Eq. 4).
+
+:class:`CLIPImageTeacher` keeps only the image tower of an open_clip CLIP model (ViT-B/32 by default,
+RN50x64 for GridCLIP-R50-RN) and embeds the images the training loader already produced: uint8 CHW
+tensors of any size, preprocessed on the teacher's device exactly as CLIP's own inference transform
+does (shortest side → input size, bicubic with antialiasing, center crop, /255, CLIP mean/std).
+
+Parity with open_clip: CLIP's transform resizes a PIL image (uint8, Pillow's bicubic); here the
+resize runs on tensors (torchvision bicubic with antialiasing, rounded back to 0..255). The two differ by
+a few grey levels on some pixels (measured: mean |diff| ≈ 0.003, max ≈ 0.04 in normalised units, i.e.
+about 3/255 before normalising; identical when no resize is needed). ``tests/modeling/test_teacher.py``
+asserts mean |diff| < 0.01 and max |diff| < 0.1 on the preprocessed pixels, and cosine similarity
+> 0.9999 between ``encode`` and ``model.encode_image(preprocess(pil_image))``.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.functional as TF
+from torch import nn
+from torchvision.transforms import InterpolationMode
+
+from open_clip import get_model_preprocess_cfg
+
+from .clip_loading import create_clip_model
+
+__all__ = ["CLIPImageTeacher"]
+
+_SUPPORTED_FORMATS = ("RGB", "BGR")
+
+
+def _as_pair(size):
+    if isinstance(size, (tuple, list)):
+        if len(size) != 2:
+            raise ValueError(f"Expected an image size (h, w), got {size!r}")
+        return int(size[0]), int(size[1])
+    return int(size), int(size)
+
+
+class CLIPImageTeacher(nn.Module):
+    """
+    A frozen CLIP image encoder that turns training images into L2-normalised embeddings.
+
+    It has no trainable parameters (``requires_grad`` is False everywhere) and stays in eval mode
+    even if ``.train()`` is called on it. It is meant to be held by
+    :class:`gridclip.engine.teacher_hook.TeacherEmbeddingHook`, never by the detector, so it is in
+    no checkpoint, optimizer or DDP wrapper.
+
+    Attributes:
+        embed_dim (int): D, the size of the embeddings ``encode`` returns (512 for ViT-B/32).
+        input_size (tuple[int, int]): (h, w) the images are resized/cropped to (224×224 for
+            ViT-B/32, 448×448 for RN50x64).
+        model_name, pretrained (str): what it was built from.
+    """
+
+    def __init__(self, model_name, pretrained, device="cpu", amp=True):
+        """
+        Args:
+            model_name (str): open_clip model name, e.g. "ViT-B-32-quickgelu", "RN50x64-quickgelu".
+            pretrained (str): "openai", a local weights file, or "" for seeded random weights
+                (see :func:`gridclip.modeling.clip_loading.create_clip_model`).
+            device: where the teacher runs; move it later with ``.to(device)``.
+            amp (bool): run the image tower under fp16 autocast when on CUDA.
+        """
+        super().__init__()
+        clip_model = create_clip_model(model_name, pretrained, device="cpu")
+        preprocess_cfg = get_model_preprocess_cfg(clip_model)
+        self.visual = clip_model.visual
+        del clip_model  # the text tower is not needed
+
+        self.model_name = model_name
+        self.pretrained = pretrained
+        self.amp = bool(amp)
+        self.input_size = _as_pair(preprocess_cfg.get("size", self.visual.image_size))
+        self.interpolation = (
+            InterpolationMode.BILINEAR
+            if preprocess_cfg.get("interpolation") == "bilinear"
+            else InterpolationMode.BICUBIC
+        )
+        self.embed_dim = int(self.visual.output_dim)
+        mean = torch.tensor(preprocess_cfg["mean"], dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(preprocess_cfg["std"], dtype=torch.float32).view(1, 3, 1, 1)
+        # Buffers so that .to(device) moves them; not persistent, so a state_dict holds only weights.
+        self.register_buffer("pixel_mean", mean, persistent=False)
+        self.register_buffer("pixel_std", std, persistent=False)
+
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.to(device)
+        super().train(False)
+
+    def train(self, mode=True):
+        """The teacher is frozen: it stays in eval mode whatever ``mode`` is."""
+        return super().train(False)
+
+    @property
+    def device(self):
+        return self.pixel_mean.device
+
+    def _check_image(self, index, image):
+        if not isinstance(image, torch.Tensor):
+            raise TypeError(
+                f"CLIPImageTeacher.encode: image {index} is a {type(image).__name__}; expected a uint8 "
+                "CHW torch.Tensor (the 'image' field of a Detectron2 dataset dict)."
+            )
+        if image.dim() != 3 or image.shape[0] not in (1, 3) or image.shape[1] < 1 or image.shape[2] < 1:
+            raise ValueError(
+                f"CLIPImageTeacher.encode: image {index} has shape {tuple(image.shape)}; expected (C, H, W) "
+                "with C = 3 (or 1 for grayscale) and H, W > 0."
+            )
+        if image.is_floating_point() and image.numel() and float(image.max()) <= 1.0 and float(image.min()) >= 0:
+            # Not an error per se, but almost certainly a 0..1 tensor where 0..255 is expected.
+            if float(image.max()) > 0:
+                raise ValueError(
+                    f"CLIPImageTeacher.encode: image {index} is a float tensor with values in [0, 1]; "
+                    "expected pixel values in [0, 255] (uint8 as Detectron2's mappers produce)."
+                )
+
+    def _resize_and_crop(self, image):
+        """uint8/float (C, H, W) in 0..255 → float (3, h, w) in 0..255 at ``input_size``."""
+        out_h, out_w = self.input_size
+        image = image.to(self.device, non_blocking=True).float()
+        if image.shape[0] == 1:
+            image = image.expand(3, -1, -1)
+        h, w = image.shape[-2:]
+        if out_h == out_w:
+            # torchvision's shortest-edge rule (what open_clip's Resize(int) uses).
+            size = [out_h]
+        else:
+            scale = max(out_h / h, out_w / w)
+            size = [max(out_h, int(math.floor(h * scale + 0.5))), max(out_w, int(math.floor(w * scale + 0.5)))]
+        image = TF.resize(image, size, interpolation=self.interpolation, antialias=True)
+        # Pillow resizes uint8 images: round and clamp the same way.
+        image = image.round_().clamp_(0, 255)
+        return TF.center_crop(image, [out_h, out_w])
+
+    def preprocess(self, images, input_format="RGB"):
+        """
+        CLIP's inference preprocessing, on the teacher's device.
+
+        Args:
+            images (list[Tensor]): B uint8 tensors (C, H_i, W_i), values 0..255, sizes may differ.
+            input_format (str): "RGB" or "BGR" (Detectron2's cfg.INPUT.FORMAT of those images).
+
+        Returns:
+            Tensor: (B, 3, h, w) float32, CLIP-normalised, RGB, h × w = ``input_size``.
+        """
+        if input_format not in _SUPPORTED_FORMATS:
+            raise ValueError(
+                f"CLIPImageTeacher: input_format {input_format!r} is not supported; use one of "
+                f"{_SUPPORTED_FORMATS} (cfg.INPUT.FORMAT)."
+            )
+        if len(images) == 0:
+            raise ValueError("CLIPImageTeacher.encode: got an empty list of images.")
+        for i, image in enumerate(images):
+            self._check_image(i, image)
+        batch = torch.stack([self._resize_and_crop(image) for image in images])
+        if input_format == "BGR":
+            batch = batch.flip(1)
+        return (batch / 255.0 - self.pixel_mean) / self.pixel_std
+
+    @torch.no_grad()
+    def encode(self, images, input_format="RGB"):
+        """
+        Args:
+            images (list[Tensor]): B uint8 tensors (C, H_i, W_i) in ``input_format`` channel order.
+            input_format (str): "RGB" or "BGR".
+
+        Returns:
+            Tensor: (B, embed_dim) float32 on the teacher's device, rows L2-normalised.
+        """
+        pixels = self.preprocess(images, input_format)
+        use_amp = self.amp and self.device.type == "cuda"
+        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=use_amp):
+            features = self.visual(pixels)
+        return F.normalize(features.float(), dim=-1)
+
+    def forward(self, images, input_format="RGB"):
+        """Same as :meth:`encode`."""
+        return self.encode(images, input_format)
+
+    def extra_repr(self):
+        return (
+            f"model_name={self.model_name!r}, pretrained={self.pretrained!r}, input_size={self.input_size}, "
+            f"embed_dim={self.embed_dim}, amp={self.amp}"
+        )
