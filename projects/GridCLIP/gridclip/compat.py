@@ -5,7 +5,8 @@ Every fix here is applied from our side, on import of :mod:`gridclip`; no instal
 Each function fixes one upstream behaviour, named in its one-line docstring, and has a test in
 ``tests/test_compat.py`` that reproduces the upstream failure with the fix disabled.
 
-Set ``GRIDCLIP_DISABLE_COMPAT=1`` to import gridclip without applying any fix (used by those tests).
+Set ``GRIDCLIP_DISABLE_COMPAT=1`` to import gridclip without applying any fix, or to a comma-separated
+list of fix names (see ``FIXES``) to skip just those (used by those tests).
 """
 import functools
 import importlib.util
@@ -212,10 +213,14 @@ FIXES = [
 
 def apply_all():
     """Apply every fix once (idempotent). Returns the names applied in this process."""
-    if os.environ.get("GRIDCLIP_DISABLE_COMPAT") == "1":
+    disabled = {n.strip() for n in os.environ.get("GRIDCLIP_DISABLE_COMPAT", "").split(",") if n.strip()}
+    if "1" in disabled:
         return APPLIED
+    unknown = disabled - {name for name, _ in FIXES}
+    if unknown:
+        raise ValueError(f"GRIDCLIP_DISABLE_COMPAT names unknown fixes {sorted(unknown)}; known: {[n for n, _ in FIXES]}")
     for name, fix in FIXES:
-        if name not in APPLIED:
+        if name not in APPLIED and name not in disabled:
             fix()
             APPLIED.append(name)
     return APPLIED

@@ -72,7 +72,7 @@ def _cpu_worker(local_rank, main_func, world_size, num_per_machine, machine_rank
         if i == machine_rank:
             comm._LOCAL_PROCESS_GROUP = group
     comm.synchronize()
-    try:
-        main_func(*args)
-    finally:
-        dist.destroy_process_group()
+    main_func(*args)
+    # Every rank leaves together: a rank tearing gloo down while another still talks to it aborts.
+    comm.synchronize()
+    dist.destroy_process_group()
