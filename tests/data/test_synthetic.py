@@ -1,0 +1,175 @@
+"""The generated long-tailed LVIS-format dataset (issue 5 item 1): determinism, LVIS rule, geometry."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gridclip.data.synthetic import (
+    COLOURS,
+    ensure_synthetic_lvis,
+    frequency_from_image_count,
+    generate_synthetic_lvis,
+)
+
+from .conftest import SMALL_SYNTHETIC_LVIS_KWARGS
+
+
+def _read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def test_same_seed_gives_identical_files_and_other_seed_differs(tmp_path, synthetic_lvis):
+    again = generate_synthetic_lvis(str(tmp_path / "again"), **SMALL_SYNTHETIC_LVIS_KWARGS)
+    first = synthetic_lvis.paths
+    for key in ("train_json", "val_json"):
+        assert _read_bytes(first[key]) == _read_bytes(again[key])
+    for split in ("train_images", "val_images"):
+        names = sorted(os.listdir(first[split]))
+        assert names == sorted(os.listdir(again[split])) and names
+        for name in names[:10]:
+            assert _read_bytes(os.path.join(first[split], name)) == _read_bytes(os.path.join(again[split], name))
+
+    other = generate_synthetic_lvis(str(tmp_path / "other"), **dict(SMALL_SYNTHETIC_LVIS_KWARGS, seed=1))
+    assert _read_bytes(first["train_json"]) != _read_bytes(other["train_json"])
+    first_image = os.path.join(first["train_images"], sorted(os.listdir(first["train_images"]))[0])
+    other_image = os.path.join(other["train_images"], sorted(os.listdir(other["train_images"]))[0])
+    assert _read_bytes(first_image) != _read_bytes(other_image)
+
+
+@pytest.mark.parametrize("count, expected", [(1, "r"), (10, "r"), (11, "c"), (100, "c"), (101, "f")])
+def test_lvis_frequency_rule(count, expected):
+    assert frequency_from_image_count(count) == expected
+
+
+def test_frequency_field_follows_lvis_rule_on_train_image_counts(synthetic_lvis):
+    train = _load(synthetic_lvis.paths["train_json"])
+    images_per_category = {c["id"]: set() for c in train["categories"]}
+    instances_per_category = {c["id"]: 0 for c in train["categories"]}
+    for a in train["annotations"]:
+        images_per_category[a["category_id"]].add(a["image_id"])
+        instances_per_category[a["category_id"]] += 1
+    for c in train["categories"]:
+        n = len(images_per_category[c["id"]])
+        assert c["image_count"] == n
+        assert c["instance_count"] == instances_per_category[c["id"]]
+        expected = "r" if n <= 10 else ("c" if n <= 100 else "f")
+        assert c["frequency"] == expected, (c["name"], n, c["frequency"])
+    assert {c["frequency"] for c in train["categories"]} == {"r", "c", "f"}
+    # the val json states the same (train-based) frequencies and its own counts
+    val = _load(synthetic_lvis.paths["val_json"])
+    assert [c["frequency"] for c in val["categories"]] == [c["frequency"] for c in train["categories"]]
+
+
+def test_default_size_spans_all_groups_with_several_categories_each(tmp_path):
+    # the embedded default (make demo): 24 categories, a few in each group
+    paths = generate_synthetic_lvis(str(tmp_path / "default"), num_train_images=320, num_val_images=8)
+    counts = {g: paths["frequencies"].count(g) for g in "rcf"}
+    assert len(paths["class_names"]) == 24
+    assert counts["r"] >= 4 and counts["c"] >= 4 and counts["f"] >= 4, counts
+    assert max(paths["train_image_counts"]) > 100 and min(paths["train_image_counts"]) <= 10
+
+
+def test_lvis_fields_and_category_names(synthetic_lvis):
+    train = _load(synthetic_lvis.paths["train_json"])
+    for c in train["categories"]:
+        assert set(c) >= {"id", "name", "synonyms", "frequency", "image_count", "instance_count", "def", "synset"}
+        assert c["synonyms"][0] == c["name"]
+        words = c["name"].split()
+        # "<colour> <texture> <shape>": plain English words usable as a text prompt
+        assert len(words) == 3 and words[0] in COLOURS and all(w.isalpha() for w in words)
+    assert len({c["name"] for c in train["categories"]}) == len(train["categories"])
+    num_categories = len(train["categories"])
+    image_ids = [img["id"] for img in train["images"]]
+    assert len(set(image_ids)) == len(image_ids)
+    positives = {}
+    for a in train["annotations"]:
+        positives.setdefault(a["image_id"], set()).add(a["category_id"])
+    for img in train["images"]:
+        assert {"id", "coco_url", "file_name", "height", "width", "neg_category_ids",
+                "not_exhaustive_category_ids"} <= set(img)
+        # exhaustively annotated: every absent category is a verified negative
+        present = positives.get(img["id"], set())
+        assert set(img["neg_category_ids"]) == set(range(1, num_categories + 1)) - present
+        assert img["coco_url"].split("/")[-2:] == ["train", img["file_name"]]
+
+
+def test_every_category_has_val_instances(synthetic_lvis):
+    val = _load(synthetic_lvis.paths["val_json"])
+    per_category = {c["id"]: 0 for c in val["categories"]}
+    for a in val["annotations"]:
+        per_category[a["category_id"]] += 1
+    assert min(per_category.values()) >= 1, per_category
+
+
+def test_boxes_inside_images_and_tight_around_the_drawn_shape(synthetic_lvis):
+    for split in ("train", "val"):
+        data = _load(synthetic_lvis.paths[f"{split}_json"])
+        images = {img["id"]: img for img in data["images"]}
+        colours = {c["id"]: np.array(COLOURS[c["name"].split()[0]], np.float32) for c in data["categories"]}
+        for a in data["annotations"][:150]:
+            img = images[a["image_id"]]
+            x, y, w, h = a["bbox"]
+            assert w >= 8 and h >= 8
+            assert 0 <= x and 0 <= y and x + w <= img["width"] and y + h <= img["height"]
+            # the outline polygon spans the box (within one pixel of rasterisation)
+            poly = np.array(a["segmentation"][0]).reshape(-1, 2)
+            assert np.all(poly >= [x - 1e-6, y - 1e-6]) and np.all(poly <= [x + w + 1e-6, y + h + 1e-6])
+            assert abs(poly[:, 0].min() - x) <= 1 and abs(poly[:, 0].max() - (x + w)) <= 1.5
+            assert abs(poly[:, 1].min() - y) <= 1 and abs(poly[:, 1].max() - (y + h)) <= 1.5
+            assert 0 < a["area"] <= w * h
+        # pixels: each inner edge of a box touches the object (its colour or its white pattern)
+        for a in data["annotations"][:40]:
+            img = images[a["image_id"]]
+            pixels = np.asarray(
+                Image.open(os.path.join(synthetic_lvis.paths[f"{split}_images"], img["file_name"])), np.float32
+            )
+            x, y, w, h = (int(round(v)) for v in a["bbox"])
+            edges = [pixels[y, x:x + w], pixels[y + h - 1, x:x + w], pixels[y:y + h, x], pixels[y:y + h, x + w - 1]]
+            for edge in edges:
+                near_colour = np.linalg.norm(edge - colours[a["category_id"]], axis=1) < 60
+                near_white = np.linalg.norm(edge - 238.0, axis=1) < 40
+                assert (near_colour | near_white).any(), (img["file_name"], a["bbox"])
+
+
+def test_too_few_train_images_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="frequent"):
+        generate_synthetic_lvis(str(tmp_path), num_train_images=50)
+    with pytest.raises(ValueError, match="num_categories"):
+        generate_synthetic_lvis(str(tmp_path), num_categories=40)
+
+
+def test_ensure_reuses_matching_data_and_regenerates_otherwise(tmp_path):
+    root = str(tmp_path / "data")
+    kwargs = dict(SMALL_SYNTHETIC_LVIS_KWARGS, num_val_images=4)
+    first = ensure_synthetic_lvis(root, **kwargs)
+    mtime = os.path.getmtime(first["train_json"])
+    again = ensure_synthetic_lvis(root, **kwargs)
+    assert os.path.getmtime(again["train_json"]) == mtime
+    assert again["frequencies"] == first["frequencies"] and again["class_names"] == first["class_names"]
+    changed = ensure_synthetic_lvis(root, **dict(kwargs, seed=3))
+    assert _load(changed["train_json"])["info"]["generator"]["seed"] == 3
+
+
+def test_cli_writes_the_dataset(tmp_path, repo_root):
+    root = tmp_path / "cli"
+    result = subprocess.run(
+        [sys.executable, os.path.join(repo_root, "datasets", "generate_synthetic_lvis.py"), "--root", str(root),
+         "--num-train-images", "120", "--num-val-images", "4", "--image-size", "64", "--num-categories", "6",
+         "--seed", "2"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    train = _load(root / "annotations" / "lvis_v1_train.json")
+    assert len(train["images"]) == 120 and len(train["categories"]) == 6
+    assert train["info"]["generator"]["image_size"] == [64, 64]
+    assert "rare" in result.stdout and str(root) in result.stdout
