@@ -1,0 +1,312 @@
+"""Text embeddings: ViLD templates and name cleaning, the normalise→mean→normalise recipe, the
+safetensors cache, and refusal of mismatched / corrupt embedding files."""
+import argparse
+import json
+import os
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from gridclip.modeling import text_embeddings as te
+from gridclip.modeling.clip_configs import TINY_BACKBONE_CLIP, TINY_TEACHER_CLIP
+from gridclip.modeling.clip_loading import create_clip_model
+
+TINY_DIM = 64  # embed dim of GridCLIP-Tiny-RN
+NAMES = ["aerosol_can", "Red Umbrella", "bat_(animal)"]
+
+
+# ----------------------------------------------------------------------------- templates / names
+def test_vild_has_63_distinct_templates_that_all_format():
+    assert len(te.VILD_TEMPLATES) == 63
+    assert len(set(te.VILD_TEMPLATES)) == 63
+    for template in te.VILD_TEMPLATES:
+        prompt = template.format("umbrella", article="an")
+        assert "umbrella" in prompt and "{" not in prompt and "}" not in prompt
+    # The article placeholder is used by ViLD's "a/an" templates.
+    assert sum("{article}" in t for t in te.VILD_TEMPLATES) == 15
+    assert te.VILD_TEMPLATES[0] == "There is {article} {} in the scene."
+    assert te.VILD_TEMPLATES[-1] == "a painting of a {}."
+
+
+@pytest.mark.parametrize(
+    "raw, cleaned",
+    [
+        ("aerosol_can", "aerosol can"),
+        ("bat_(animal)", "bat (animal)"),
+        ("Cow/Sheep", "cow or sheep"),
+        ("  Red   Umbrella. ", "red umbrella"),
+        ("person", "person"),
+    ],
+)
+def test_clean_category_name_follows_vild(raw, cleaned):
+    assert te.clean_category_name(raw) == cleaned
+
+
+def test_prompts_use_cleaned_name_and_article():
+    prompts = te.build_prompts(["aerosol_can", "dog"], ["There is {article} {} in the scene.", "a toy {}."])
+    assert prompts == [
+        "There is an aerosol can in the scene.",
+        "a toy aerosol can.",
+        "There is a dog in the scene.",
+        "a toy dog.",
+    ]
+
+
+def test_resolve_templates_specs(tmp_path):
+    assert te.resolve_templates("vild") == te.VILD_TEMPLATES
+    assert te.resolve_templates("single") == ["a photo of a {}."]
+    path = tmp_path / "templates.txt"
+    path.write_text("a sketch of a {}.\n\nthe {} in a box.\n")
+    assert te.resolve_templates(str(path)) == ["a sketch of a {}.", "the {} in a box."]
+    assert te.resolve_templates(["a {}."]) == ["a {}."]
+    path.write_text("a sketch of a {}.\na sketch without placeholder\n")
+    with pytest.raises(ValueError, match=r"templates.txt line 2.*no '\{\}' placeholder"):
+        te.resolve_templates(str(path))
+    with pytest.raises(FileNotFoundError, match="missing_templates.txt"):
+        te.resolve_templates(str(tmp_path / "missing_templates.txt"))
+
+
+# ----------------------------------------------------------------------------- building
+def _manual_embeddings(names, templates):
+    """Reference: one template at a time, normalise each, mean, normalise."""
+    model = create_clip_model(TINY_BACKBONE_CLIP, "")
+    tokenizer = open_clip.get_tokenizer(TINY_BACKBONE_CLIP)
+    rows, rows_unnormalised_mean = [], []
+    with torch.no_grad():
+        for name in names:
+            cleaned = te.clean_category_name(name)
+            per_template = [
+                model.encode_text(tokenizer([t.format(cleaned, article=te.article_for(cleaned))]))[0]
+                for t in templates
+            ]
+            stacked = torch.stack(per_template)
+            rows.append(F.normalize(F.normalize(stacked, dim=-1).mean(0), dim=-1))
+            rows_unnormalised_mean.append(F.normalize(stacked.mean(0), dim=-1))
+    return torch.stack(rows), torch.stack(rows_unnormalised_mean)
+
+
+def test_embeddings_match_per_template_normalise_mean_normalise(embeddings_cache):
+    names = ["aerosol_can", "red umbrella"]
+    built = te.load_text_embeddings(names, TINY_BACKBONE_CLIP, "", templates="vild", device="cpu")
+    expected, mean_first = _manual_embeddings(names, te.VILD_TEMPLATES)
+    assert built.shape == (2, TINY_DIM) and built.dtype == torch.float32
+    torch.testing.assert_close(built, expected, atol=1e-5, rtol=0)
+    # The order matters: averaging unnormalised prompt embeddings gives a different result.
+    assert (built - mean_first).abs().max() > 1e-3
+
+
+def test_embeddings_unit_norm_shape_deterministic(tmp_path):
+    a = te.load_text_embeddings(NAMES, TINY_BACKBONE_CLIP, "", cache_dir=str(tmp_path / "a"))
+    b = te.load_text_embeddings(NAMES, TINY_BACKBONE_CLIP, "", cache_dir=str(tmp_path / "b"))
+    assert a.shape == (3, TINY_DIM) and a.device.type == "cpu"
+    torch.testing.assert_close(a.norm(dim=1), torch.ones(3), atol=1e-5, rtol=0)
+    assert torch.equal(a, b)
+    # Different categories get different embeddings.
+    assert (a[0] - a[1]).abs().max() > 1e-3
+
+
+def test_uncached_build_writes_nothing(tmp_path):
+    te.load_text_embeddings(["cat"], TINY_BACKBONE_CLIP, "", templates="single", cache_dir=str(tmp_path),
+                            use_cache=False)
+    assert not (tmp_path / "text_embeddings").exists()
+
+
+def test_cuda_request_without_cuda_is_explained(embeddings_cache):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        te.load_text_embeddings(["cat"], TINY_BACKBONE_CLIP, "", templates="single", device="cuda")
+
+
+# ----------------------------------------------------------------------------- cache
+def test_cache_hit_does_not_rebuild(embeddings_cache, monkeypatch):
+    first = te.load_text_embeddings(NAMES, TINY_BACKBONE_CLIP, "", templates="single")
+    path = te.text_embeddings_cache_path(NAMES, TINY_BACKBONE_CLIP, "", "single")
+    assert os.path.dirname(os.path.dirname(path)) == str(embeddings_cache)  # $GRIDCLIP_CACHE honoured
+    assert os.path.isfile(path)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the text encoder ran although the cache had the embeddings")
+
+    monkeypatch.setattr(te, "encode_text_embeddings", fail)
+    monkeypatch.setattr(te, "create_clip_model", fail)
+    second = te.load_text_embeddings(NAMES, TINY_BACKBONE_CLIP, "", templates="single")
+    assert torch.equal(first, second)
+
+
+def test_cache_file_is_plain_safetensors_with_metadata(embeddings_cache):
+    built = te.load_text_embeddings(NAMES, TINY_BACKBONE_CLIP, "", templates="single")
+    path = te.text_embeddings_cache_path(NAMES, TINY_BACKBONE_CLIP, "", "single")
+    with safe_open(path, framework="pt") as f:
+        assert list(f.keys()) == ["text_embeddings"]
+        torch.testing.assert_close(f.get_tensor("text_embeddings"), built, atol=0, rtol=0)
+        metadata = f.metadata()
+    assert json.loads(metadata["class_names"]) == NAMES
+    assert metadata["model_name"] == TINY_BACKBONE_CLIP
+    assert json.loads(metadata["templates"]) == ["a photo of a {}."]
+    assert metadata["pretrained"] == "tag:random-init"
+
+
+def test_cache_key_depends_on_model_templates_names_and_weights(tmp_path, embeddings_cache):
+    weights = tmp_path / "tiny.pt"
+    torch.save(create_clip_model(TINY_BACKBONE_CLIP, "").state_dict(), weights)
+    key = te.text_embeddings_cache_path
+    base = key(NAMES, TINY_BACKBONE_CLIP, "", "vild")
+    others = {
+        key(NAMES, TINY_BACKBONE_CLIP, "", "single"),
+        key(NAMES, TINY_TEACHER_CLIP, "", "vild"),
+        key(NAMES[:2], TINY_BACKBONE_CLIP, "", "vild"),
+        key(list(reversed(NAMES)), TINY_BACKBONE_CLIP, "", "vild"),
+        key(NAMES, TINY_BACKBONE_CLIP, str(weights), "vild"),
+    }
+    assert base not in others and len(others) == 5
+    # The same resolved templates share a cache file however they are named.
+    assert key(NAMES, TINY_BACKBONE_CLIP, "", list(te.VILD_TEMPLATES)) == base
+    # An explicit folder wins over $GRIDCLIP_CACHE.
+    assert key(NAMES, TINY_BACKBONE_CLIP, "", "vild", cache_dir=str(tmp_path / "x")).startswith(str(tmp_path / "x"))
+
+
+def test_different_template_sets_give_different_embeddings(embeddings_cache):
+    vild = te.load_text_embeddings(["cat", "dog"], TINY_BACKBONE_CLIP, "", templates="vild")
+    single = te.load_text_embeddings(["cat", "dog"], TINY_BACKBONE_CLIP, "", templates="single")
+    assert (vild - single).abs().max() > 1e-3
+
+
+def test_local_weights_file_is_used_for_the_text_tower(tmp_path, embeddings_cache):
+    model = create_clip_model(TINY_BACKBONE_CLIP, "")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    weights = tmp_path / "perturbed.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    random_init = te.load_text_embeddings(["cat"], TINY_BACKBONE_CLIP, "", templates="single")
+    from_file = te.load_text_embeddings(["cat"], TINY_BACKBONE_CLIP, str(weights), templates="single")
+    tokenizer = open_clip.get_tokenizer(TINY_BACKBONE_CLIP)
+    with torch.no_grad():
+        expected = model.encode_text(tokenizer(["a photo of a cat."]), normalize=True)
+    torch.testing.assert_close(from_file, expected, atol=1e-5, rtol=0)
+    assert (from_file - random_init).abs().max() > 1e-3
+
+
+# ----------------------------------------------------------------------------- validation of files
+def _write(tmp_path, name, tensor, names, model=TINY_BACKBONE_CLIP):
+    path = str(tmp_path / name)
+    metadata = {"class_names": json.dumps(names), "model_name": model}
+    save_file({"text_embeddings": tensor.contiguous()}, path, metadata=metadata)
+    return path
+
+
+def test_save_and_load_roundtrip(tmp_path):
+    emb = F.normalize(torch.randn(3, TINY_DIM), dim=-1)
+    path = te.save_text_embeddings(str(tmp_path / "sub" / "vocab.safetensors"), emb, NAMES, TINY_BACKBONE_CLIP)
+    loaded = te.load_text_embeddings_file(path, expected_names=NAMES, expected_model=TINY_BACKBONE_CLIP,
+                                          expected_dim=TINY_DIM)
+    assert torch.equal(loaded, emb)
+    assert [f for f in os.listdir(tmp_path / "sub")] == ["vocab.safetensors"]  # no temp file left behind
+
+
+def test_wrong_row_count_is_refused_naming_sizes_and_file(tmp_path):
+    path = _write(tmp_path, "four.safetensors", torch.randn(4, TINY_DIM), ["a", "b", "c", "d"])
+    with pytest.raises(ValueError) as info:
+        te.load_text_embeddings_file(path, expected_names=NAMES, expected_dim=TINY_DIM)
+    message = str(info.value)
+    assert "4 rows" in message and "3 classes" in message and "four.safetensors" in message
+
+
+def test_wrong_dim_is_refused_naming_sizes_and_file(tmp_path):
+    path = _write(tmp_path, "wide.safetensors", torch.randn(3, 1024), NAMES)
+    with pytest.raises(ValueError) as info:
+        te.load_text_embeddings_file(path, expected_names=NAMES, expected_dim=TINY_DIM)
+    message = str(info.value)
+    assert "dimension 1024" in message and f"dimension {TINY_DIM}" in message and "wide.safetensors" in message
+
+
+def test_file_from_other_clip_model_is_refused(tmp_path):
+    path = _write(tmp_path, "vit.safetensors", torch.randn(3, TINY_DIM), NAMES, model="ViT-B-32-quickgelu")
+    with pytest.raises(ValueError, match=r"vit.safetensors.*'ViT-B-32-quickgelu'.*'GridCLIP-Tiny-RN'"):
+        te.load_text_embeddings_file(path, expected_names=NAMES, expected_model=TINY_BACKBONE_CLIP)
+
+
+def test_file_for_other_vocabulary_is_refused(tmp_path):
+    path = _write(tmp_path, "other.safetensors", torch.randn(3, TINY_DIM), ["aerosol_can", "dog", "cat"])
+    with pytest.raises(ValueError, match=r"other.safetensors.*row 1 is 'dog'.*'Red Umbrella'"):
+        te.load_text_embeddings_file(path, expected_names=NAMES)
+
+
+@pytest.mark.parametrize("bad_value", [float("nan"), float("inf")])
+def test_non_finite_embeddings_are_refused(tmp_path, bad_value):
+    emb = torch.randn(3, TINY_DIM)
+    emb[1, 5] = bad_value
+    path = _write(tmp_path, "nan.safetensors", emb, NAMES)
+    with pytest.raises(ValueError, match=r"nan.safetensors contain 1 NaN/Inf values \(rows \[1\]"):
+        te.load_text_embeddings_file(path, expected_names=NAMES)
+
+
+def test_check_text_embeddings_refuses_zero_rows_and_bad_rank():
+    emb = torch.randn(3, 8)
+    emb[2] = 0
+    with pytest.raises(ValueError, match=r"my.file have all-zero rows \[2\]"):
+        te.check_text_embeddings(emb, 3, 8, "my.file")
+    with pytest.raises(ValueError, match=r"2-D.*shape \(8,\)"):
+        te.check_text_embeddings(torch.randn(8), 1, 8, "my.file")
+    te.check_text_embeddings(torch.randn(3, 8), 3, 8, "my.file")  # a valid matrix passes
+
+
+def test_corrupt_cache_file_is_reported_with_its_path(embeddings_cache):
+    path = te.text_embeddings_cache_path(["cat"], TINY_BACKBONE_CLIP, "", "single")
+    os.makedirs(os.path.dirname(path))
+    with open(path, "wb") as f:
+        f.write(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"truncated")
+    with pytest.raises(ValueError, match="not a valid safetensors file.*delete it") as info:
+        te.load_text_embeddings(["cat"], TINY_BACKBONE_CLIP, "", templates="single")
+    assert path in str(info.value)
+
+
+def test_tampered_cache_file_is_refused(embeddings_cache):
+    te.load_text_embeddings(NAMES, TINY_BACKBONE_CLIP, "", templates="single")
+    path = te.text_embeddings_cache_path(NAMES, TINY_BACKBONE_CLIP, "", "single")
+    _write(embeddings_cache, "x.safetensors", torch.randn(2, TINY_DIM), NAMES[:2])
+    os.replace(embeddings_cache / "x.safetensors", path)
+    with pytest.raises(ValueError, match="2 rows.*3 classes"):
+        te.load_text_embeddings(NAMES, TINY_BACKBONE_CLIP, "", templates="single")
+
+
+def test_torch_and_numpy_files_load_without_pickle(tmp_path):
+    emb = torch.randn(3, TINY_DIM)
+    torch.save({"text_embeddings": emb, "class_names": NAMES, "model_name": TINY_BACKBONE_CLIP}, tmp_path / "e.pt")
+    loaded = te.load_text_embeddings_file(str(tmp_path / "e.pt"), expected_names=NAMES,
+                                          expected_model=TINY_BACKBONE_CLIP)
+    torch.testing.assert_close(loaded, F.normalize(emb, dim=-1))  # user files are normalised on load
+
+    np.save(tmp_path / "e.npy", emb.numpy())
+    torch.testing.assert_close(te.load_text_embeddings_file(str(tmp_path / "e.npy")), F.normalize(emb, dim=-1))
+
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match="no pickle"):
+        te.load_text_embeddings_file(str(tmp_path / "obj.npy"))
+
+    torch.save({"text_embeddings": emb, "extra": argparse.Namespace(code="arbitrary")}, tmp_path / "pickled.pt")
+    with pytest.raises(ValueError, match=r"pickled.pt with torch.load\(weights_only=True\)"):
+        te.load_text_embeddings_file(str(tmp_path / "pickled.pt"))
+
+
+def test_missing_and_unsupported_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere.safetensors"):
+        te.load_text_embeddings_file(str(tmp_path / "nowhere.safetensors"))
+    (tmp_path / "emb.json").write_text("[]")
+    with pytest.raises(ValueError, match=r"emb.json: use .safetensors"):
+        te.load_text_embeddings_file(str(tmp_path / "emb.json"))
+
+
+def test_bad_vocabulary_arguments():
+    with pytest.raises(ValueError, match="empty vocabulary"):
+        te.load_text_embeddings([], TINY_BACKBONE_CLIP, "")
+    with pytest.raises(ValueError, match=r"positions \[1\] are empty"):
+        te.load_text_embeddings(["cat", " _ "], TINY_BACKBONE_CLIP, "")
+    with pytest.raises(ValueError, match="Unknown open_clip model 'NoSuchModel'"):
+        te.load_text_embeddings(["cat"], "NoSuchModel", "")
