@@ -50,11 +50,12 @@ def test_teacher_weights_unchanged_by_an_optimizer_step_on_something_else(teache
 
 
 def test_encode_shape_dtype_norm_for_mixed_sizes(teacher):
-    images = [_textured_image(h, w, seed=i)[1] for i, (h, w) in enumerate([(40, 70), (90, 50), (64, 64)])]
+    sizes = [(40, 70), (90, 50), (40, 70), (64, 64)]  # two of the same size are resized together
+    images = [_textured_image(h, w, seed=i)[1] for i, (h, w) in enumerate(sizes)]
     out = teacher.encode(images)
-    assert out.shape == (3, teacher.embed_dim) and out.dtype == torch.float32
-    torch.testing.assert_close(out.norm(dim=1), torch.ones(3))
-    # Batched = one by one.
+    assert out.shape == (4, teacher.embed_dim) and out.dtype == torch.float32
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(4))
+    # Batched = one by one, in input order.
     one_by_one = torch.cat([teacher.encode([im]) for im in images])
     torch.testing.assert_close(out, one_by_one, atol=1e-5, rtol=1e-5)
 

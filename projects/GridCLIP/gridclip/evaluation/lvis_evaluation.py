@@ -150,10 +150,9 @@ class GridCLIPLVISEvaluator(LVISEvaluator):
         return metrics, per_category_ap(lvis_eval)
 
     def _write_outputs(self):
-        table = format_paper_table(dict(self._results), title=f"{self._dataset_name} (LVISEvaluator)")
-        self._logger.info("Paper-style table:\n" + table)
         if not self._output_dir:
             return
+        table = format_paper_table(dict(self._results), title=f"{self._dataset_name} (LVISEvaluator)")
         PathManager.mkdirs(self._output_dir)
         for task, categories in self.per_category_results.items():
             name = PER_CATEGORY_AP_FILE if task == "bbox" else PER_CATEGORY_AP_FILE.replace(".json", f"_{task}.json")

@@ -117,23 +117,23 @@ class CLIPImageTeacher(nn.Module):
                     "expected pixel values in [0, 255] (uint8 as Detectron2's mappers produce)."
                 )
 
-    def _resize_and_crop(self, image):
-        """uint8/float (C, H, W) in 0..255 → float (3, h, w) in 0..255 at ``input_size``."""
+    def _resize_and_crop(self, images):
+        """B same-size uint8/float (C, H, W) images in 0..255 → float (B, 3, h, w) in 0..255 at ``input_size``."""
         out_h, out_w = self.input_size
-        image = image.to(self.device, non_blocking=True).float()
-        if image.shape[0] == 1:
-            image = image.expand(3, -1, -1)
-        h, w = image.shape[-2:]
+        batch = torch.stack([image.to(self.device, non_blocking=True).float() for image in images])
+        if batch.shape[1] == 1:
+            batch = batch.expand(-1, 3, -1, -1)
+        h, w = batch.shape[-2:]
         if out_h == out_w:
             # torchvision's shortest-edge rule (what open_clip's Resize(int) uses).
             size = [out_h]
         else:
             scale = max(out_h / h, out_w / w)
             size = [max(out_h, int(math.floor(h * scale + 0.5))), max(out_w, int(math.floor(w * scale + 0.5)))]
-        image = TF.resize(image, size, interpolation=self.interpolation, antialias=True)
+        batch = TF.resize(batch, size, interpolation=self.interpolation, antialias=True)
         # Pillow resizes uint8 images: round and clamp the same way.
-        image = image.round_().clamp_(0, 255)
-        return TF.center_crop(image, [out_h, out_w])
+        batch = batch.round_().clamp_(0, 255)
+        return TF.center_crop(batch, [out_h, out_w])
 
     def preprocess(self, images, input_format="RGB"):
         """
@@ -155,7 +155,13 @@ class CLIPImageTeacher(nn.Module):
             raise ValueError("CLIPImageTeacher.encode: got an empty list of images.")
         for i, image in enumerate(images):
             self._check_image(i, image)
-        batch = torch.stack([self._resize_and_crop(image) for image in images])
+        # Images of the same size are resized together; the results are stacked in input order.
+        groups = {}
+        for i, image in enumerate(images):
+            groups.setdefault((image.shape[0],) + tuple(image.shape[-2:]), []).append(i)
+        batch = torch.empty((len(images), 3) + self.input_size, device=self.device)
+        for indices in groups.values():
+            batch[indices] = self._resize_and_crop([images[i] for i in indices])
         if input_format == "BGR":
             batch = batch.flip(1)
         return (batch / 255.0 - self.pixel_mean) / self.pixel_std
