@@ -126,3 +126,24 @@ def test_no_predictions_gives_nan_metrics_and_zero_per_category_ap(tmp_path, dat
     per_category = json.loads((tmp_path / "per_category_ap.json").read_text())
     assert [c["ap"] for c in per_category] == [0.0, 0.0, 0.0, None]
     assert "| - | - |" in (tmp_path / "paper_table.md").read_text()
+
+
+def test_closed_set_dataset_scores_only_its_own_categories(tmp_path, dataset_name):
+    """A dataset over common+frequent categories (like lvis_v1_val_cf) must not score the json's rare ones."""
+    common_frequent = {2: 0, 3: 1, 4: 2}
+    MetadataCatalog.get(dataset_name).set(thing_dataset_id_to_contiguous_id=common_frequent)
+    inputs, outputs = [], []
+    for inp, out in zip(*_outputs(skip_category=1)):
+        instances = out["instances"]
+        # contiguous index of the closed-set vocabulary: LVIS id 2 → 0, 3 → 1, 4 → 2
+        instances.pred_classes = instances.pred_classes - 1
+        inputs.append(inp)
+        outputs.append(out)
+    evaluator = GridCLIPLVISEvaluator(dataset_name, tasks=("bbox",), distributed=False, output_dir=str(tmp_path))
+    results = _evaluate(evaluator, inputs, outputs)["bbox"]
+    assert results["AP"] == pytest.approx(100.0)
+    # Without the restriction the rare category (GT, no detections) would pull AP to 75 and APr to 0;
+    # with it no rare category is evaluated: LVIS reports -1 (x100) for an empty group.
+    assert results["APr"] == pytest.approx(-100.0)
+    scored = json.loads((tmp_path / "per_category_ap.json").read_text())
+    assert [c["id"] for c in scored] == [2, 3, 4]

@@ -142,12 +142,25 @@ class GridCLIPLVISEvaluator(LVISEvaluator):
         self._logger.info(f"Evaluating with max detections per image = {self._max_dets_per_image}")
         results = LVISResults(self._lvis_api, lvis_results, max_dets=self._max_dets_per_image)
         lvis_eval = LVISEval(self._lvis_api, results, iou_type)
+        evaluated_ids = self._evaluated_category_ids()
+        if evaluated_ids is not None:
+            # A dataset over a subset of the json's categories (closed-set "lvis_v1_val_cf"): score only
+            # those, or the others would count as AP 0 (and rare categories would fill AP_r).
+            lvis_eval.params.cat_ids = evaluated_ids
         lvis_eval.run()
         lvis_eval.print_results()
         summary = lvis_eval.get_results()
         metrics = {m: float(summary[m] * 100) for m in LVIS_METRICS}
         self._logger.info("Evaluation results for {}: \n".format(iou_type) + create_small_table(metrics))
         return metrics, per_category_ap(lvis_eval)
+
+    def _evaluated_category_ids(self):
+        """The dataset's category ids if they are a strict subset of the GT json's, else None."""
+        id_map = getattr(self._metadata, "thing_dataset_id_to_contiguous_id", None)
+        if not id_map:
+            return None
+        dataset_ids = sorted(int(i) for i in id_map)
+        return dataset_ids if set(dataset_ids) < set(self._lvis_api.get_cat_ids()) else None
 
     def _write_outputs(self):
         if not self._output_dir:
