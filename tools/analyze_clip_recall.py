@@ -23,10 +23,9 @@ import os
 import re
 import sys
 
+import gridclip  # noqa: F401  (first: compat fixes; registers datasets and tiny CLIP configs)
 from detectron2.data import MetadataCatalog
 from detectron2.utils.logger import setup_logger
-
-import gridclip  # noqa: F401  (registers datasets and tiny CLIP configs)
 from gridclip.evaluation.plots import plot_clip_recall
 from gridclip.evaluation.recall_analysis import DEFAULT_KS, analyze_clip_recall
 

@@ -21,10 +21,10 @@ import json
 import sys
 
 import torch
+
+import gridclip  # first: applies the Detectron2 compatibility fixes
 from detectron2.config import get_cfg
 from detectron2.utils.logger import setup_logger
-
-import gridclip
 from gridclip.data.vocabularies import parse_custom_vocabulary, resolve_vocabulary
 from gridclip.modeling.clip_loading import pretrained_identity
 from gridclip.modeling.text_embeddings import (

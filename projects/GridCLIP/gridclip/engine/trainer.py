@@ -1,0 +1,172 @@
+"""
+``GridCLIPTrainer``: Detectron2's DefaultTrainer with GridCLIP's data loaders, the on-the-fly CLIP
+teacher hook, evaluator selection by dataset, per-dataset test vocabularies and paper-style tables.
+"""
+import logging
+import os
+from collections import OrderedDict
+
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.engine import DefaultTrainer
+from detectron2.evaluation import (
+    COCOEvaluator,
+    DatasetEvaluators,
+    PascalVOCDetectionEvaluator,
+    inference_on_dataset,
+    print_csv_format,
+)
+from detectron2.utils import comm
+
+from ..data.datasets import dataset_root, register_synthetic_lvis
+from ..data.synthetic import ensure_synthetic_lvis
+from ..data.build import build_gridclip_test_loader, build_gridclip_train_loader
+from ..data.vocabularies import resolve_vocabulary
+from ..evaluation import GridCLIPLVISEvaluator, format_paper_table, write_paper_table
+from .teacher_hook import TeacherEmbeddingHook
+
+__all__ = [
+    "GridCLIPTrainer",
+    "build_evaluator",
+    "evaluator_type_of",
+    "register_generated_datasets",
+    "unwrap_model",
+]
+
+#: dataset-name prefix of the generated long-tail dataset (configs/GridCLIP-Tiny-Synthetic.yaml)
+GENERATED_PREFIX = "synthetic_lvis"
+
+logger = logging.getLogger(__name__)
+
+
+def unwrap_model(model):
+    """The model inside DDP / DataParallel wrappers."""
+    return model.module if hasattr(model, "module") else model
+
+
+def register_generated_datasets(cfg, generate=True):
+    """
+    Register the generated long-tail LVIS-format dataset when ``cfg`` uses it ("synthetic_lvis_v1_*").
+
+    It lives under ``$DETECTRON2_DATASETS/synthetic_lvis`` and is generated there (deterministically,
+    with the generator's defaults) if missing and ``generate``. Registration reads its train json, so
+    it happens on demand rather than on ``import gridclip``.
+    """
+    names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
+    if not any(name.startswith(GENERATED_PREFIX + "_v1") for name in names):
+        return None
+    if f"{GENERATED_PREFIX}_v1_val" in DatasetCatalog.list():
+        return None
+    root = os.path.join(dataset_root(), GENERATED_PREFIX)
+    if generate:
+        ensure_synthetic_lvis(root)
+    return register_synthetic_lvis(root, prefix=GENERATED_PREFIX)
+
+
+def evaluator_type_of(cfg, dataset_name):
+    """"lvis", "coco" or "pascal_voc": TEST.EVALUATOR if set, else the dataset's metadata / name."""
+    if cfg.TEST.EVALUATOR:
+        return cfg.TEST.EVALUATOR
+    evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
+    if evaluator_type:
+        return evaluator_type
+    for key in ("lvis", "coco", "voc"):
+        if key in dataset_name:
+            return "pascal_voc" if key == "voc" else key
+    raise ValueError(
+        f"Cannot tell which evaluator to use for dataset {dataset_name!r}: its metadata has no "
+        "evaluator_type. Set TEST.EVALUATOR to 'lvis', 'coco' or 'pascal_voc'."
+    )
+
+
+def build_evaluator(cfg, dataset_name, output_folder=None):
+    """LVISEvaluator (+ per-category AP), COCOEvaluator(use_fast_impl=False) or PascalVOC, by dataset."""
+    output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+    evaluator_type = evaluator_type_of(cfg, dataset_name)
+    if evaluator_type == "lvis":
+        return GridCLIPLVISEvaluator(
+            dataset_name, tasks=("bbox",), output_dir=output_folder,
+            max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+        )
+    if evaluator_type == "coco":
+        # Detectron2's fast COCO evaluator is a compiled op; the pycocotools path gives the same numbers.
+        return COCOEvaluator(
+            dataset_name, tasks=("bbox",), output_dir=output_folder, use_fast_impl=False,
+            max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+        )
+    if evaluator_type == "pascal_voc":
+        return PascalVOCDetectionEvaluator(dataset_name)
+    raise ValueError(f"Unsupported evaluator type {evaluator_type!r} for dataset {dataset_name!r}")
+
+
+class GridCLIPTrainer(DefaultTrainer):
+    """
+    DefaultTrainer for GridCLIP. Differences from Detectron2's:
+
+    - GridCLIP's dataset mapper / loaders (CLIP normalisation, multi-scale + crop, corrupt-image skip);
+    - :class:`TeacherEmbeddingHook` when ``MODEL.GRIDCLIP.IMAGE_ALIGN`` is on (frozen CLIP teacher on
+      the training device, outside the model, checkpoints, DDP and the optimizer);
+    - AMP falls back to fp32 SimpleTrainer on a machine without CUDA (AMPTrainer requires CUDA);
+    - evaluation sets each test dataset's vocabulary on the model and writes a paper-style table.
+    """
+
+    def __init__(self, cfg):
+        if cfg.SOLVER.AMP.ENABLED and not torch.cuda.is_available():
+            logger.warning("SOLVER.AMP.ENABLED is set but CUDA is not available: training in fp32.")
+            cfg = cfg.clone()
+            cfg.defrost()
+            cfg.SOLVER.AMP.ENABLED = False
+            cfg.freeze()
+        super().__init__(cfg)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_gridclip_train_loader(cfg)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_gridclip_test_loader(cfg, dataset_name)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        return build_evaluator(cfg, dataset_name, output_folder)
+
+    def build_hooks(self):
+        hooks = super().build_hooks()
+        if self.cfg.MODEL.GRIDCLIP.IMAGE_ALIGN:
+            # First, so the iterator is wrapped before any other hook's before_train runs a step.
+            hooks.insert(0, TeacherEmbeddingHook(self.cfg))
+        return hooks
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """
+        Evaluate ``model`` on every ``cfg.DATASETS.TEST`` dataset, each with its own vocabulary
+        (``MODEL.GRIDCLIP.TEST_VOCABULARY`` if set, else the dataset's classes). Writes
+        ``paper_table.md`` per dataset under OUTPUT_DIR/inference/<dataset>/ and returns
+        {dataset: results}.
+        """
+        if isinstance(evaluators, DatasetEvaluators):
+            evaluators = [evaluators]
+        if evaluators is not None and len(evaluators) != len(cfg.DATASETS.TEST):
+            raise ValueError(f"{len(cfg.DATASETS.TEST)} test datasets but {len(evaluators)} evaluators")
+        detector = unwrap_model(model)
+        results = OrderedDict()
+        for idx, dataset_name in enumerate(cfg.DATASETS.TEST):
+            if hasattr(detector, "set_vocabulary"):
+                detector.set_vocabulary(resolve_vocabulary(cfg.MODEL.GRIDCLIP.TEST_VOCABULARY, dataset_name))
+            data_loader = cls.build_test_loader(cfg, dataset_name)
+            evaluator = evaluators[idx] if evaluators is not None else cls.build_evaluator(cfg, dataset_name)
+            results_i = inference_on_dataset(model, data_loader, evaluator)
+            results[dataset_name] = results_i
+            if comm.is_main_process() and results_i:
+                logger.info("Evaluation results for {} in csv format:".format(dataset_name))
+                print_csv_format(results_i)
+                table = format_paper_table(results_i, title=dataset_name)
+                logger.info("Paper-style table for %s:\n%s", dataset_name, table)
+                out_dir = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+                os.makedirs(out_dir, exist_ok=True)
+                write_paper_table(results_i, os.path.join(out_dir, "paper_table.md"), title=dataset_name)
+        if len(results) == 1:
+            results = list(results.values())[0]
+        return results
