@@ -1,5 +1,11 @@
-"""Shared test set-up: no network, deterministic CPU, gridclip imported (compat applied)."""
+"""
+Shared test set-up: no network, deterministic CPU, gridclip imported (compat applied), and the
+session fixture ``synthetic_lvis``: a SMALL generated LVIS-format dataset registered once per session
+under a unique prefix.
+"""
+import dataclasses
 import os
+import uuid
 
 # Nothing in the tests may reach a model hub; open_clip's "openai" path must fail fast.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -26,3 +32,48 @@ def embeddings_cache(tmp_path, monkeypatch):
     path = tmp_path / "gridclip_cache"
     monkeypatch.setenv("GRIDCLIP_CACHE", str(path))
     return path
+
+
+from gridclip.data.datasets import register_synthetic_lvis  # noqa: E402
+from gridclip.data.synthetic import generate_synthetic_lvis  # noqa: E402
+
+#: small enough to generate in about a second, large enough for all three LVIS frequency groups
+SMALL_SYNTHETIC_LVIS_KWARGS = dict(
+    num_train_images=120, num_val_images=16, image_size=(96, 96), num_categories=8, seed=0
+)
+
+
+@dataclasses.dataclass
+class SyntheticLVIS:
+    root: str
+    train: str  # dataset name, all classes
+    train_base: str  # dataset name, rare annotations removed, base classes only
+    val: str  # dataset name, all classes, evaluator_type "lvis"
+    num_categories: int
+    num_base_categories: int
+    class_names: list
+    frequencies: list  # "r"/"c"/"f" per category
+    paths: dict  # generate_synthetic_lvis's return value (train_json, val_json, image_root, ...)
+
+
+def make_synthetic_lvis(root, prefix=None, **kwargs):
+    """Generate the small dataset under ``root`` and register it; returns a :class:`SyntheticLVIS`."""
+    prefix = prefix or f"pytest_{uuid.uuid4().hex[:8]}_synthetic_lvis"
+    paths = generate_synthetic_lvis(os.fspath(root), **dict(SMALL_SYNTHETIC_LVIS_KWARGS, **kwargs))
+    names = register_synthetic_lvis(paths["root"], prefix=prefix)
+    return SyntheticLVIS(
+        root=paths["root"],
+        train=names["train"],
+        train_base=names["train_base"],
+        val=names["val"],
+        num_categories=len(paths["class_names"]),
+        num_base_categories=sum(f != "r" for f in paths["frequencies"]),
+        class_names=list(paths["class_names"]),
+        frequencies=list(paths["frequencies"]),
+        paths=paths,
+    )
+
+
+@pytest.fixture(scope="session")
+def synthetic_lvis(tmp_path_factory):
+    return make_synthetic_lvis(tmp_path_factory.mktemp("synthetic_lvis"))
