@@ -39,6 +39,10 @@ def add_gridclip_config(cfg):
     _C.MODEL.CLIP.USE_MHSA = True
     # Where open_clip caches downloads ("" = open_clip's default, honours HF_HOME).
     _C.MODEL.CLIP.CACHE_DIR = ""
+    # Norm of the CLIP ResNet trunk's BatchNorms outside the frozen stages: "FrozenBN" (fixed
+    # statistics and affine, as the paper's MMDetection FCOS: norm_eval + requires_grad False),
+    # "BN" (trainable, batch statistics) or "SyncBN".
+    _C.MODEL.CLIP.NORM = "FrozenBN"
 
     # ---------------------------------------------------------------- FPN (Eq. 2)
     # Output features of the FPN; GridCLIP's head reads all five.

@@ -1,0 +1,127 @@
+"""
+GridCLIP's dense head (paper Eq. 3).
+
+- ``GridCLIPHead``: Detectron2's ``FCOSHead`` (cls and box towers of NUM_CONVS × conv3×3 + GN + ReLU
+  shared over levels, ltrb box deltas, centerness on the box branch) whose classification output
+  conv produces D-dim grid embeddings G_i instead of class logits.
+- ``TextEmbeddingClassifier``: class logits ``scale · cos(G, T_k) + bias`` against L2-normalised
+  text embeddings T (a training and a test vocabulary), one matmul over all levels.
+"""
+import math
+from typing import List, Optional
+
+import torch
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec
+from detectron2.modeling.meta_arch.fcos import FCOSHead
+from torch import nn
+from torch.nn import functional as F
+
+from .text_embeddings import check_text_embeddings
+
+__all__ = ["GridCLIPHead", "TextEmbeddingClassifier"]
+
+
+class GridCLIPHead(FCOSHead):
+    """
+    ``forward(features)`` with features a list over levels of [N, C, Hi, Wi] returns
+    ``(grid_embeddings, box_deltas, centerness)``: lists over levels of [N, D, Hi, Wi],
+    [N, 4, Hi, Wi] and [N, 1, Hi, Wi]. ``cls_score`` is the conv producing the D-dim embeddings.
+    """
+
+    @configurable
+    def __init__(self, *, input_shape: List[ShapeSpec], conv_dims: List[int], embed_dim: int, norm="GN"):
+        """
+        Args:
+            input_shape: shapes of the FPN levels the head reads (same channels on every level).
+            conv_dims: channels of each tower conv (its length is the number of tower convs).
+            embed_dim: D, the CLIP text-embedding dim the grid embeddings live in.
+            norm: tower normalisation ("GN" in FCOS and the paper).
+        """
+        super().__init__(input_shape=input_shape, conv_dims=conv_dims, num_classes=embed_dim, norm=norm)
+        # FCOSHead sets a prior-probability bias on cls_score; here it outputs embeddings, not logits.
+        nn.init.constant_(self.cls_score.bias, 0.0)
+        self.embed_dim = embed_dim
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: List[ShapeSpec], embed_dim: int):
+        return {
+            "input_shape": input_shape,
+            "conv_dims": [input_shape[0].channels] * cfg.MODEL.FCOS.NUM_CONVS,
+            "embed_dim": embed_dim,
+            "norm": cfg.MODEL.FCOS.NORM,
+        }
+
+
+class TextEmbeddingClassifier(nn.Module):
+    """
+    Grid-level alignment classifier (Eq. 3): ``logit[n, r, k] = scale · cos(G[n, r], T_k) + bias``.
+
+    The scale is learnable (stored as its log, so it stays positive) and the bias starts at the
+    focal-loss prior ``-log((1 - p) / p)``. Text embeddings are L2-normalised once when set and kept
+    as non-persistent buffers: checkpoints do not depend on the vocabulary. In training mode the
+    training vocabulary is scored, in eval mode the test vocabulary.
+    """
+
+    def __init__(
+        self,
+        train_embeddings: torch.Tensor,
+        test_embeddings: Optional[torch.Tensor] = None,
+        *,
+        logit_scale_init: float = 1.0 / 0.07,
+        learn_logit_scale: bool = True,
+        prior_prob: float = 0.01,
+    ):
+        """
+        Args:
+            train_embeddings: [K_train, D] text embeddings of the training vocabulary.
+            test_embeddings: [K_test, D] of the test vocabulary (None = the training one).
+        """
+        super().__init__()
+        if logit_scale_init <= 0:
+            raise ValueError(f"MODEL.GRIDCLIP.LOGIT_SCALE_INIT must be > 0, got {logit_scale_init}.")
+        check_text_embeddings(train_embeddings, None, None, "the training vocabulary's text embeddings")
+        self.embed_dim = int(train_embeddings.shape[1])
+        log_scale = torch.tensor(math.log(logit_scale_init))
+        if learn_logit_scale:
+            self.log_logit_scale = nn.Parameter(log_scale)
+        else:
+            self.register_buffer("log_logit_scale", log_scale)
+        self.bias = nn.Parameter(torch.tensor(-math.log((1 - prior_prob) / prior_prob)))
+        self.register_buffer("train_embeddings", self._normalise(train_embeddings), persistent=False)
+        self.register_buffer("test_embeddings", self.train_embeddings.clone(), persistent=False)
+        if test_embeddings is not None:
+            self.set_test_embeddings(test_embeddings)
+
+    @staticmethod
+    def _normalise(embeddings: torch.Tensor) -> torch.Tensor:
+        return F.normalize(embeddings.detach().float(), dim=1)
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.log_logit_scale.exp()
+
+    @property
+    def num_train_classes(self) -> int:
+        return self.train_embeddings.shape[0]
+
+    @property
+    def num_test_classes(self) -> int:
+        return self.test_embeddings.shape[0]
+
+    def set_test_embeddings(self, embeddings: torch.Tensor, source: str = "the test vocabulary's text embeddings"):
+        """Swap the test vocabulary: [K, D] (D must equal the model's embedding dim; ``source`` names them in errors)."""
+        check_text_embeddings(embeddings, None, self.embed_dim, source)
+        self.test_embeddings = self._normalise(embeddings).to(self.train_embeddings.device)
+
+    def forward(self, grid_embeddings: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            grid_embeddings: [N, R, D] (R = locations of all levels, concatenated).
+
+        Returns:
+            logits: [N, R, K] over the training vocabulary (training mode) or the test one (eval).
+        """
+        text = self.train_embeddings if self.training else self.test_embeddings
+        cosine = F.normalize(grid_embeddings, dim=-1) @ text.to(grid_embeddings.dtype).t()
+        return cosine * self.logit_scale + self.bias

@@ -1,0 +1,486 @@
+"""
+``GridCLIP``: the meta-architecture (paper §3), a Detectron2 ``FCOS`` whose classifier is either the
+grid-level alignment (cosine to CLIP text embeddings, Eq. 3) or, with GRID_ALIGN off, FCOS's plain
+learned classifier; plus the image-level alignment branch and the Eq. 4 loss.
+
+Matching (center sampling), Box2BoxTransformLinear, GIoU, centerness and the sigmoid focal loss are
+Detectron2's FCOS code, called unchanged.
+"""
+import logging
+import math
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+from detectron2.config import configurable
+from detectron2.layers import batched_nms
+from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
+from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
+from detectron2.modeling.meta_arch.fcos import FCOS, FCOSHead
+from detectron2.modeling.postprocessing import detector_postprocess
+from detectron2.structures import Boxes, Instances
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from .clip_backbone import IMAGE_EMBEDDING_KEY
+from .head import GridCLIPHead, TextEmbeddingClassifier
+from .image_head import ImageEmbeddingHead, teacher_embed_dim
+from .losses import gridclip_loss, image_alignment_loss
+
+__all__ = ["GridCLIP", "resolve_train_test_vocabularies"]
+
+logger = logging.getLogger(__name__)
+
+SCORE_MODES = ("sqrt", "product")
+
+
+def _logit(probability: float) -> float:
+    if probability <= 0:
+        return -math.inf
+    if probability >= 1:
+        return math.inf
+    return math.log(probability / (1 - probability))
+
+
+def resolve_train_test_vocabularies(cfg):
+    """
+    (train_class_names, test_class_names) from MODEL.GRIDCLIP.TRAIN_VOCABULARY / DATASETS.TRAIN[0] and
+    TEST_VOCABULARY / DATASETS.TEST[0] (the training vocabulary when neither test setting is given).
+    """
+    from ..data.vocabularies import resolve_vocabulary
+
+    train_dataset = cfg.DATASETS.TRAIN[0] if len(cfg.DATASETS.TRAIN) else None
+    test_dataset = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None
+    train_names = resolve_vocabulary(cfg.MODEL.GRIDCLIP.TRAIN_VOCABULARY, train_dataset)
+    if cfg.MODEL.GRIDCLIP.TEST_VOCABULARY or test_dataset:
+        test_names = resolve_vocabulary(cfg.MODEL.GRIDCLIP.TEST_VOCABULARY, test_dataset)
+    else:
+        test_names = list(train_names)
+    return list(train_names), list(test_names)
+
+
+@META_ARCH_REGISTRY.register()
+class GridCLIP(FCOS):
+    """
+    GridCLIP (one-stage open-vocabulary detector).
+
+    Training input: list of dicts with "image" (uint8 [3, H, W] in ``input_format``), "instances"
+    (gt_boxes, gt_classes indexing the training vocabulary) and, with image alignment on,
+    "teacher_embedding" ([D_teacher], from ``TeacherEmbeddingHook``). Training output: the Eq. 4 loss
+    terms ``loss_grid``, ``loss_image`` (image alignment only), ``loss_box_reg``, ``loss_centerness``.
+
+    Inference output: ``[{"instances": Instances(pred_boxes, scores, pred_classes[,
+    pred_grid_embeddings [N, D] (L2-normalised G at each box's location)])}]``, classes indexing the
+    test vocabulary (``test_class_names``), swappable with ``set_vocabulary``.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone,
+        head: nn.Module,
+        head_in_features: Optional[List[str]] = None,
+        train_class_names: Sequence[str],
+        test_class_names: Optional[Sequence[str]] = None,
+        classifier: Optional[TextEmbeddingClassifier] = None,
+        image_head: Optional[ImageEmbeddingHead] = None,
+        grid_loss_weight: float = 1.0,
+        image_loss_weight: float = 10.0,
+        center_sampling_radius: float = 1.5,
+        focal_loss_alpha: float = 0.25,
+        focal_loss_gamma: float = 2.0,
+        test_score_thresh: float = 0.05,
+        test_topk_candidates: int = 1000,
+        test_nms_thresh: float = 0.5,
+        max_detections_per_image: int = 300,
+        score_mode: str = "sqrt",
+        return_grid_embeddings: bool = False,
+        text_encoder: Optional[Dict] = None,
+        pixel_mean,
+        pixel_std,
+        input_format: str = "RGB",
+    ):
+        """
+        Args:
+            backbone: a Detectron2 backbone; its output dict may carry ``IMAGE_EMBEDDING_KEY`` (z̄).
+            head: ``GridCLIPHead`` (grid alignment; cls branch -> D-dim embeddings) or Detectron2's
+                ``FCOSHead`` with num_classes = len(train_class_names) (GRID_ALIGN off).
+            train_class_names / test_class_names: the vocabularies (test defaults to training).
+            classifier: ``TextEmbeddingClassifier`` with the text embeddings of both vocabularies;
+                None = GRID_ALIGN off (the head's logits are the class scores).
+            image_head: ``ImageEmbeddingHead`` z̄ -> z̄'; None = IMAGE_ALIGN off.
+            grid_loss_weight, image_loss_weight: w_grid, w_image of Eq. 4.
+            score_mode: "sqrt" = sqrt(sigmoid(cls)·sigmoid(ctr)) (Detectron2's FCOS), "product" =
+                sigmoid(cls)·sigmoid(ctr).
+            return_grid_embeddings: attach ``pred_grid_embeddings`` to the output instances.
+            text_encoder: kwargs of ``load_text_embeddings`` besides the names (clip_model_name,
+                pretrained, templates, cache_dir, clip_cache_dir) so ``set_vocabulary(names)`` can
+                build embeddings; None = ``set_vocabulary`` needs explicit embeddings.
+            Other arguments are Detectron2 FCOS's.
+        """
+        train_class_names = list(train_class_names)
+        test_class_names = list(train_class_names if test_class_names is None else test_class_names)
+        super().__init__(
+            backbone=backbone,
+            head=head,
+            head_in_features=head_in_features,
+            num_classes=len(train_class_names),
+            center_sampling_radius=center_sampling_radius,
+            focal_loss_alpha=focal_loss_alpha,
+            focal_loss_gamma=focal_loss_gamma,
+            test_score_thresh=test_score_thresh,
+            test_topk_candidates=test_topk_candidates,
+            test_nms_thresh=test_nms_thresh,
+            max_detections_per_image=max_detections_per_image,
+            pixel_mean=pixel_mean,
+            pixel_std=pixel_std,
+        )
+        if score_mode not in SCORE_MODES:
+            raise ValueError(f"MODEL.FCOS.SCORE_MODE must be one of {SCORE_MODES}, got {score_mode!r}.")
+        self.classifier = classifier
+        self.image_head = image_head
+        self.grid_loss_weight = grid_loss_weight
+        self.image_loss_weight = image_loss_weight
+        self.score_mode = score_mode
+        self.return_grid_embeddings = return_grid_embeddings
+        self.text_encoder = dict(text_encoder) if text_encoder else None
+        self.input_format = input_format
+        self.train_class_names = train_class_names
+        self.test_class_names = test_class_names
+        self._check_components()
+
+    # ------------------------------------------------------------------ construction
+    def _check_components(self):
+        num_train, num_test = len(self.train_class_names), len(self.test_class_names)
+        if self.grid_align:
+            if getattr(self.head, "embed_dim", None) != self.classifier.embed_dim:
+                raise ValueError(
+                    f"The head outputs {getattr(self.head, 'embed_dim', None)}-dim grid embeddings but the "
+                    f"text embeddings are {self.classifier.embed_dim}-dim."
+                )
+            if self.classifier.num_train_classes != num_train or self.classifier.num_test_classes != num_test:
+                raise ValueError(
+                    f"Text embeddings cover {self.classifier.num_train_classes} training / "
+                    f"{self.classifier.num_test_classes} test classes, but the vocabularies have "
+                    f"{num_train} / {num_test} names."
+                )
+        else:
+            if self.return_grid_embeddings:
+                raise ValueError("Grid embeddings exist only with MODEL.GRIDCLIP.GRID_ALIGN True.")
+            if self.head.cls_score.out_channels != num_train:
+                raise ValueError(
+                    f"The head scores {self.head.cls_score.out_channels} classes but the training vocabulary "
+                    f"has {num_train}."
+                )
+            self._check_closed_vocabulary(self.test_class_names)
+        if self.image_align:
+            backbone_dim = getattr(self.backbone, "image_embedding_dim", None)
+            if backbone_dim is None:
+                raise ValueError(
+                    "MODEL.GRIDCLIP.IMAGE_ALIGN needs the image embedding z̄ of CLIP's attention pool: use "
+                    "MODEL.BACKBONE.NAME 'build_clip_resnet_fpn_backbone' with MODEL.CLIP.USE_MHSA True, or "
+                    "set IMAGE_ALIGN False."
+                )
+            if backbone_dim != self.image_head.in_dim:
+                raise ValueError(
+                    f"The image head takes {self.image_head.in_dim}-dim inputs but z̄ is {backbone_dim}-dim."
+                )
+
+    def _check_closed_vocabulary(self, names):
+        if list(names) != self.train_class_names:
+            raise ValueError(
+                "With MODEL.GRIDCLIP.GRID_ALIGN False the classifier is a learned conv over the "
+                f"{len(self.train_class_names)} training classes, so the test vocabulary must be the "
+                f"training one; got a different vocabulary of {len(names)} names. Use a model with grid "
+                "alignment for other vocabularies."
+            )
+
+    @classmethod
+    def from_config(cls, cfg):
+        from .text_embeddings import load_text_embeddings
+
+        backbone = build_backbone(cfg)
+        backbone_shapes = backbone.output_shape()
+        head_in_features = list(cfg.MODEL.FCOS.IN_FEATURES)
+        missing = [f for f in head_in_features if f not in backbone_shapes]
+        if missing:
+            raise ValueError(
+                f"MODEL.FCOS.IN_FEATURES {head_in_features}: the backbone outputs {sorted(backbone_shapes)}, "
+                f"not {missing}."
+            )
+        feature_shapes = [backbone_shapes[f] for f in head_in_features]
+        train_names, test_names = resolve_train_test_vocabularies(cfg)
+
+        gc = cfg.MODEL.GRIDCLIP
+        classifier, text_encoder = None, None
+        if gc.GRID_ALIGN:
+            text_encoder = {
+                "clip_model_name": cfg.MODEL.CLIP.MODEL_NAME,
+                "pretrained": cfg.MODEL.CLIP.PRETRAINED,
+                "templates": gc.PROMPT_TEMPLATES,
+                "cache_dir": gc.EMBEDDINGS_CACHE_DIR,
+                "clip_cache_dir": cfg.MODEL.CLIP.CACHE_DIR,
+            }
+            train_embeddings = load_text_embeddings(train_names, **text_encoder)
+            test_embeddings = (
+                train_embeddings if test_names == train_names else load_text_embeddings(test_names, **text_encoder)
+            )
+            classifier = TextEmbeddingClassifier(
+                train_embeddings,
+                test_embeddings,
+                logit_scale_init=gc.LOGIT_SCALE_INIT,
+                learn_logit_scale=gc.LEARN_LOGIT_SCALE,
+                prior_prob=cfg.MODEL.FCOS.PRIOR_PROB,
+            )
+            head = GridCLIPHead(cfg, feature_shapes, embed_dim=classifier.embed_dim)
+        else:
+            head = FCOSHead(
+                input_shape=feature_shapes,
+                conv_dims=[feature_shapes[0].channels] * cfg.MODEL.FCOS.NUM_CONVS,
+                num_classes=len(train_names),
+                norm=cfg.MODEL.FCOS.NORM,
+                prior_prob=cfg.MODEL.FCOS.PRIOR_PROB,
+            )
+
+        image_head = None
+        if gc.IMAGE_ALIGN:
+            in_dim = getattr(backbone, "image_embedding_dim", None)
+            if in_dim is None:
+                raise ValueError(
+                    "MODEL.GRIDCLIP.IMAGE_ALIGN needs the image embedding z̄ of CLIP's attention pool: use "
+                    "MODEL.BACKBONE.NAME 'build_clip_resnet_fpn_backbone' with MODEL.CLIP.USE_MHSA True, or "
+                    "set IMAGE_ALIGN False."
+                )
+            image_head = ImageEmbeddingHead(
+                in_dim, gc.IMAGE_HEAD_HIDDEN_DIMS, teacher_embed_dim(gc.TEACHER.MODEL_NAME)
+            )
+
+        return {
+            "backbone": backbone,
+            "head": head,
+            "head_in_features": head_in_features,
+            "train_class_names": train_names,
+            "test_class_names": test_names,
+            "classifier": classifier,
+            "image_head": image_head,
+            "grid_loss_weight": gc.GRID_LOSS_WEIGHT,
+            "image_loss_weight": gc.IMAGE_LOSS_WEIGHT,
+            "center_sampling_radius": cfg.MODEL.FCOS.CENTER_SAMPLING_RADIUS,
+            "focal_loss_alpha": cfg.MODEL.FCOS.FOCAL_LOSS_ALPHA,
+            "focal_loss_gamma": cfg.MODEL.FCOS.FOCAL_LOSS_GAMMA,
+            "test_score_thresh": cfg.MODEL.FCOS.SCORE_THRESH_TEST,
+            "test_topk_candidates": cfg.MODEL.FCOS.TOPK_CANDIDATES_TEST,
+            "test_nms_thresh": cfg.MODEL.FCOS.NMS_THRESH_TEST,
+            "max_detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            "score_mode": cfg.MODEL.FCOS.SCORE_MODE,
+            "return_grid_embeddings": gc.RETURN_GRID_EMBEDDINGS,
+            "text_encoder": text_encoder,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "input_format": cfg.INPUT.FORMAT,
+        }
+
+    # ------------------------------------------------------------------ public properties / vocabulary
+    @property
+    def grid_align(self) -> bool:
+        return self.classifier is not None
+
+    @property
+    def image_align(self) -> bool:
+        return self.image_head is not None
+
+    @property
+    def teacher_dim(self) -> Optional[int]:
+        """Output size of the image head (the teacher's embedding dim), None without image alignment."""
+        return self.image_head.out_dim if self.image_head is not None else None
+
+    @property
+    def num_test_classes(self) -> int:
+        return len(self.test_class_names)
+
+    def set_vocabulary(self, names: Sequence[str], text_embeddings: Union[Tensor, str, None] = None):
+        """
+        Swap the test vocabulary (the classes scored at inference) without retraining.
+
+        Args:
+            names: the class names; output ``pred_classes`` index this list.
+            text_embeddings: [K, D] tensor, a file (``load_text_embeddings_file`` formats), or None to
+                build them with the backbone's CLIP text tower (``load_text_embeddings``, cached).
+        """
+        from .text_embeddings import check_text_embeddings, load_text_embeddings, load_text_embeddings_file
+
+        names = [str(n) for n in names]
+        if not names:
+            raise ValueError("set_vocabulary: the vocabulary is empty.")
+        if not self.grid_align:
+            self._check_closed_vocabulary(names)
+            return
+        clip_model_name = self.text_encoder["clip_model_name"] if self.text_encoder else None
+        if text_embeddings is None:
+            if self.text_encoder is None:
+                raise ValueError(
+                    "set_vocabulary: this model was built without a CLIP text encoder setting; pass "
+                    "text_embeddings (a [K, D] tensor or a file)."
+                )
+            embeddings, source = load_text_embeddings(names, **self.text_encoder), f"{clip_model_name} text tower"
+        elif isinstance(text_embeddings, str):
+            embeddings = load_text_embeddings_file(
+                text_embeddings, expected_names=names, expected_model=clip_model_name,
+                expected_dim=self.classifier.embed_dim,
+            )
+            source = text_embeddings
+        else:
+            embeddings, source = text_embeddings, "set_vocabulary(text_embeddings=...)"
+        check_text_embeddings(embeddings, len(names), self.classifier.embed_dim, source)
+        self.classifier.set_test_embeddings(embeddings, source)
+        self.test_class_names = names
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, batched_inputs: List[Dict[str, Tensor]], return_grid_embeddings: Optional[bool] = None):
+        """
+        Args:
+            batched_inputs: see the class docstring.
+            return_grid_embeddings: inference only; overrides the configured RETURN_GRID_EMBEDDINGS.
+        """
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+        image_embedding = features.get(IMAGE_EMBEDDING_KEY)
+        features = [features[f] for f in self.head_in_features]
+        predictions = self.head(features)
+
+        if self.training:
+            missing = [i for i, x in enumerate(batched_inputs) if "instances" not in x]
+            if missing:
+                raise ValueError(f"GridCLIP training needs 'instances' in every input dict; inputs {missing} lack it.")
+            gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
+            self._check_gt_classes(gt_instances)
+            detection = self.forward_training(images, features, predictions, gt_instances)
+            loss_image = None
+            if self.image_align:
+                teacher = self._teacher_embeddings(batched_inputs)
+                loss_image = image_alignment_loss(self.image_head(image_embedding), teacher)
+            return gridclip_loss(
+                loss_grid=detection["loss_fcos_cls"],
+                loss_image=loss_image,
+                loss_box_reg=detection["loss_fcos_loc"],
+                loss_centerness=detection["loss_fcos_ctr"],
+                grid_weight=self.grid_loss_weight,
+                image_weight=self.image_loss_weight,
+            )
+
+        if return_grid_embeddings is None:
+            return_grid_embeddings = self.return_grid_embeddings
+        if return_grid_embeddings and not self.grid_align:
+            raise ValueError("Grid embeddings exist only with MODEL.GRIDCLIP.GRID_ALIGN True.")
+        results = self.forward_inference(images, features, predictions, return_grid_embeddings)
+        processed_results = []
+        for results_per_image, input_per_image, image_size in zip(results, batched_inputs, images.image_sizes):
+            height = input_per_image.get("height", image_size[0])
+            width = input_per_image.get("width", image_size[1])
+            processed_results.append({"instances": detector_postprocess(results_per_image, height, width)})
+        return processed_results
+
+    def _check_gt_classes(self, gt_instances: List[Instances]):
+        for i, instances in enumerate(gt_instances):
+            classes = instances.gt_classes
+            if len(classes) and (int(classes.min()) < 0 or int(classes.max()) >= self.num_classes):
+                raise ValueError(
+                    f"Image {i} has gt_classes in [{int(classes.min())}, {int(classes.max())}], but the "
+                    f"training vocabulary has {self.num_classes} classes (indices 0..{self.num_classes - 1}). "
+                    "The dataset and MODEL.GRIDCLIP.TRAIN_VOCABULARY disagree."
+                )
+
+    def _teacher_embeddings(self, batched_inputs) -> Tensor:
+        """[B, D_teacher] from each input's "teacher_embedding", with clear errors when absent or mis-sized."""
+        missing = [i for i, x in enumerate(batched_inputs) if x.get("teacher_embedding") is None]
+        if missing:
+            raise KeyError(
+                f"MODEL.GRIDCLIP.IMAGE_ALIGN is on but input dicts {missing} have no 'teacher_embedding'. "
+                "Train with TeacherEmbeddingHook (gridclip.engine.teacher_hook), which fills it, or set "
+                "MODEL.GRIDCLIP.IMAGE_ALIGN False."
+            )
+        embeddings = []
+        for i, x in enumerate(batched_inputs):
+            embedding = torch.as_tensor(x["teacher_embedding"]).reshape(-1)
+            if embedding.numel() != self.teacher_dim:
+                raise ValueError(
+                    f"teacher_embedding of input {i} has dim {embedding.numel()}, but the image head outputs "
+                    f"{self.teacher_dim} (MODEL.GRIDCLIP.TEACHER.MODEL_NAME must name the teacher that "
+                    "produced the embeddings)."
+                )
+            embeddings.append(embedding)
+        return torch.stack(embeddings).to(device=self.device, dtype=torch.float32)
+
+    def dense_predictions(self, predictions):
+        """
+        Head outputs -> per-level lists of class logits [N, Ri, K], box deltas [N, Ri, 4], centerness
+        [N, Ri, 1] and grid embeddings [N, Ri, D] (None without grid alignment). With grid alignment
+        the logits of all levels come from one ``classifier`` matmul.
+        """
+        cls_out, box_deltas, centerness = predictions
+        box_deltas = [permute_to_N_HWA_K(x, 4) for x in box_deltas]
+        centerness = [permute_to_N_HWA_K(x, 1) for x in centerness]
+        if not self.grid_align:
+            return [permute_to_N_HWA_K(x, self.num_classes) for x in cls_out], box_deltas, centerness, None
+        grid_embeddings = [permute_to_N_HWA_K(x, self.classifier.embed_dim) for x in cls_out]
+        sizes = [x.shape[1] for x in grid_embeddings]
+        logits = list(self.classifier(torch.cat(grid_embeddings, dim=1)).split(sizes, dim=1))
+        return logits, box_deltas, centerness, grid_embeddings
+
+    def forward_training(self, images, features, predictions, gt_instances):
+        """Detectron2 FCOS's matching and losses on GridCLIP's logits: loss_fcos_{cls,loc,ctr} (unweighted)."""
+        pred_logits, pred_deltas, pred_centerness, _ = self.dense_predictions(predictions)
+        anchors = self.anchor_generator(features)
+        gt_labels, gt_boxes = self.label_anchors(anchors, gt_instances)
+        return self.losses(anchors, pred_logits, gt_labels, pred_deltas, gt_boxes, pred_centerness)
+
+    def forward_inference(self, images, features, predictions, return_grid_embeddings: bool = False):
+        pred_logits, pred_deltas, pred_centerness, grid_embeddings = self.dense_predictions(predictions)
+        anchors = self.anchor_generator(features)
+        results: List[Instances] = []
+        for img_idx, image_size in enumerate(images.image_sizes):
+            per_level = [
+                self.decode_level(
+                    anchors[level],
+                    pred_logits[level][img_idx],
+                    pred_deltas[level][img_idx],
+                    pred_centerness[level][img_idx],
+                    grid_embeddings[level][img_idx] if return_grid_embeddings else None,
+                    image_size,
+                )
+                for level in range(len(anchors))
+            ]
+            pred = Instances.cat(per_level)
+            keep = batched_nms(pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh)
+            results.append(pred[keep[: self.max_detections_per_image]])
+        return results
+
+    def decode_level(self, anchors: Boxes, logits: Tensor, deltas: Tensor, centerness: Tensor,
+                     grid_embeddings: Optional[Tensor], image_size) -> Instances:
+        """
+        Candidates of one level of one image: score > SCORE_THRESH_TEST, best TOPK_CANDIDATES_TEST.
+
+        Args:
+            logits [R, K], deltas [R, 4], centerness [R, 1], grid_embeddings [R, D] or None.
+
+        Since sigmoid(ctr) <= 1, a score above the threshold t needs sigmoid(cls) > t² ("sqrt") or
+        > t ("product"), so (location, class) pairs are filtered on the raw logits first and the
+        sigmoid/score is computed for the survivors only.
+        """
+        thresh = self.test_score_thresh
+        min_cls_prob = (thresh * thresh if self.score_mode == "sqrt" else thresh) * (1 - 1e-4)
+        anchor_idxs, class_idxs = torch.nonzero(logits > _logit(min_cls_prob)).unbind(dim=1)
+        scores = logits[anchor_idxs, class_idxs].sigmoid() * centerness[anchor_idxs, 0].sigmoid()
+        if self.score_mode == "sqrt":
+            scores = scores.sqrt()
+        keep = scores > thresh
+        scores, anchor_idxs, class_idxs = scores[keep], anchor_idxs[keep], class_idxs[keep]
+        num_topk = min(self.test_topk_candidates, scores.numel())
+        scores, order = scores.sort(descending=True)
+        scores, order = scores[:num_topk], order[:num_topk]
+        anchor_idxs, class_idxs = anchor_idxs[order], class_idxs[order]
+        boxes = self.box2box_transform.apply_deltas(deltas[anchor_idxs], anchors.tensor[anchor_idxs])
+        instances = Instances(image_size, pred_boxes=Boxes(boxes), scores=scores, pred_classes=class_idxs)
+        if grid_embeddings is not None:
+            instances.pred_grid_embeddings = F.normalize(grid_embeddings[anchor_idxs], dim=-1)
+        return instances
