@@ -14,6 +14,18 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.pat
 TINY_VOCABULARY = "cat,dog,red umbrella"
 
 
+@pytest.fixture(autouse=True)
+def single_torch_thread():
+    """
+    One intra-op thread per test here: on the shared 2-core machine, two OpenMP threads competing
+    with other processes spin-wait and made the training tests ~30x slower.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def _load_config(name):
     cfg = get_cfg()
     add_gridclip_config(cfg)

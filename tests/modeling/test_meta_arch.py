@@ -252,7 +252,7 @@ def test_overfits_a_tiny_batch(tiny_cfg, tiny_batch):
         # Detectron2's loss normaliser is an EMA of the positives count starting at 300 (batch 16);
         # pin it to this batch's count so the loss values are comparable from step to step.
         model.loss_normalizer = storage.history("num_pos_anchors").latest() * len(batch)
-        for _ in range(80):
+        for _ in range(60):
             losses = model(batch)
             optimizer.zero_grad()
             sum(losses.values()).backward()
