@@ -31,6 +31,9 @@ __all__ = ["GridCLIP", "resolve_train_test_vocabularies"]
 logger = logging.getLogger(__name__)
 
 SCORE_MODES = ("sqrt", "product")
+#: decode_level switches from gathering the candidate (location, class) pairs to a dense top-k when
+#: more than this many times TOPK_CANDIDATES_TEST pairs pass the score bound.
+DENSE_DECODE_FACTOR = 16
 
 
 def _logit(probability: float) -> float:
@@ -352,8 +355,9 @@ class GridCLIP(FCOS):
             missing = [i for i, x in enumerate(batched_inputs) if "instances" not in x]
             if missing:
                 raise ValueError(f"GridCLIP training needs 'instances' in every input dict; inputs {missing} lack it.")
+            # Checked before the move to the device: on the loader's CPU tensors it costs no host-device sync.
+            self._check_gt_classes([x["instances"] for x in batched_inputs])
             gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
-            self._check_gt_classes(gt_instances)
             detection = self.forward_training(images, features, predictions, gt_instances)
             loss_image = None
             if self.image_align:
@@ -465,20 +469,30 @@ class GridCLIP(FCOS):
 
         Since sigmoid(ctr) <= 1, a score above the threshold t needs sigmoid(cls) > t² ("sqrt") or
         > t ("product"), so (location, class) pairs are filtered on the raw logits first and the
-        sigmoid/score is computed for the survivors only.
+        sigmoid/score is computed for the survivors only. When more than DENSE_DECODE_FACTOR ×
+        TOPK_CANDIDATES_TEST pairs survive, a top-k over the dense scores is faster (same result).
         """
         thresh = self.test_score_thresh
         min_cls_prob = (thresh * thresh if self.score_mode == "sqrt" else thresh) * (1 - 1e-4)
-        anchor_idxs, class_idxs = torch.nonzero(logits > _logit(min_cls_prob)).unbind(dim=1)
-        scores = logits[anchor_idxs, class_idxs].sigmoid() * centerness[anchor_idxs, 0].sigmoid()
-        if self.score_mode == "sqrt":
-            scores = scores.sqrt()
-        keep = scores > thresh
-        scores, anchor_idxs, class_idxs = scores[keep], anchor_idxs[keep], class_idxs[keep]
-        num_topk = min(self.test_topk_candidates, scores.numel())
-        scores, order = scores.sort(descending=True)
-        scores, order = scores[:num_topk], order[:num_topk]
-        anchor_idxs, class_idxs = anchor_idxs[order], class_idxs[order]
+        candidates = logits > _logit(min_cls_prob)
+        if int(candidates.sum()) > DENSE_DECODE_FACTOR * self.test_topk_candidates:
+            # Most pairs pass the bound (e.g. an untrained model, or a huge vocabulary): gathering them
+            # all is slower than a top-k over the dense scores (sqrt is monotonic: top-k on the product).
+            probs = (logits.sigmoid() * centerness.sigmoid()).flatten()
+            probs, flat_idxs = probs.topk(min(self.test_topk_candidates, probs.numel()))
+            scores = probs.sqrt() if self.score_mode == "sqrt" else probs
+            keep = scores > thresh
+            scores, flat_idxs = scores[keep], flat_idxs[keep]
+            anchor_idxs, class_idxs = flat_idxs // logits.shape[1], flat_idxs % logits.shape[1]
+        else:
+            anchor_idxs, class_idxs = torch.nonzero(candidates).unbind(dim=1)
+            scores = logits[anchor_idxs, class_idxs].sigmoid() * centerness[anchor_idxs, 0].sigmoid()
+            if self.score_mode == "sqrt":
+                scores = scores.sqrt()
+            keep = scores > thresh
+            scores, anchor_idxs, class_idxs = scores[keep], anchor_idxs[keep], class_idxs[keep]
+            scores, order = scores.topk(min(self.test_topk_candidates, scores.numel()))
+            anchor_idxs, class_idxs = anchor_idxs[order], class_idxs[order]
         boxes = self.box2box_transform.apply_deltas(deltas[anchor_idxs], anchors.tensor[anchor_idxs])
         instances = Instances(image_size, pred_boxes=Boxes(boxes), scores=scores, pred_classes=class_idxs)
         if grid_embeddings is not None:
