@@ -18,9 +18,9 @@ import sys
 import torch
 
 import gridclip  # first: applies the Detectron2 compatibility fixes before detectron2 is imported
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup
+from gridclip.checkpoint import GridCLIPCheckpointer
 from gridclip.engine import launch
 from gridclip.engine.trainer import GridCLIPTrainer, register_generated_datasets
 
@@ -55,7 +55,7 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = GridCLIPTrainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        GridCLIPCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         return GridCLIPTrainer.test(cfg, model)
     trainer = GridCLIPTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)

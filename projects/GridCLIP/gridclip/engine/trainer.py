@@ -23,6 +23,8 @@ from ..data.synthetic import ensure_synthetic_lvis
 from ..data.build import build_gridclip_test_loader, build_gridclip_train_loader
 from ..data.vocabularies import resolve_vocabulary
 from ..evaluation import GridCLIPLVISEvaluator, format_paper_table, write_paper_table
+from ..checkpoint import GridCLIPCheckpointer
+from .health import FiniteLossHook
 from .teacher_hook import TeacherEmbeddingHook
 
 __all__ = [
@@ -131,8 +133,25 @@ class GridCLIPTrainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         return build_evaluator(cfg, dataset_name, output_folder)
 
+    def state_dict(self):
+        # Detectron2 v0.6's DefaultTrainer checkpoints only the iteration and hook states: without the
+        # inner trainer's state a resumed run restarts SGD momentum (and the AMP grad scaler) from zero.
+        ret = super().state_dict()
+        ret["_trainer"] = self._trainer.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])
+        else:
+            logger.warning("The checkpoint has no optimizer state (older run): SGD momentum restarts from zero.")
+
     def build_hooks(self):
+        # Atomic, pickle-free, vocabulary-aware checkpoints (the PeriodicCheckpointer hook takes this one).
+        self.checkpointer = GridCLIPCheckpointer.from_checkpointer(self.checkpointer)
         hooks = super().build_hooks()
+        hooks.insert(0, FiniteLossHook(self.checkpointer))
         if self.cfg.MODEL.GRIDCLIP.IMAGE_ALIGN:
             # First, so the iterator is wrapped before any other hook's before_train runs a step.
             hooks.insert(0, TeacherEmbeddingHook(self.cfg))
