@@ -1,0 +1,308 @@
+"""
+``GridCLIPPredictor``: the Python API for open-vocabulary detection with a trained GridCLIP model.
+
+    from gridclip import GridCLIPPredictor
+    predictor = GridCLIPPredictor("configs/GridCLIP-R50-FPN-2x.yaml", "model_final.pth",
+                                  vocabulary=["zebra", "red umbrella"])
+    result = predictor("street.jpg")           # or a numpy HWC BGR image (cv2.imread)
+    result.boxes, result.scores, result.class_names, result.grid_embeddings
+    predictor.set_vocabulary("lvis")            # swap the classifier at run time
+    results = predictor.predict(["a.jpg", "b.jpg"], batch_size=8)
+    rescored = predictor.rescore(result, ["bicycle", "tricycle"])   # no model re-run
+
+Like Detectron2's ``DefaultPredictor``: images given as arrays are HWC uint8 in **BGR** order (what
+``cv2.imread`` returns); paths are read with Detectron2's ``read_image``. Each image is resized with
+the config's test-time resize (``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``) and boxes are returned
+in the original image's coordinates.
+"""
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.data import detection_utils
+from detectron2.data import transforms as T
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+
+from .config import add_gridclip_config
+from .data.vocabularies import resolve_vocabulary
+
+__all__ = ["Detections", "GridCLIPPredictor", "load_predictor_config"]
+
+logger = logging.getLogger(__name__)
+
+ImageInput = Union[str, os.PathLike, np.ndarray]
+
+
+@dataclass
+class Detections:
+    """
+    Detections of one image (all tensors on CPU).
+
+    Attributes:
+        boxes: [N, 4] float32, XYXY in the original image's pixel coordinates.
+        scores: [N] float32 detection scores (class probability combined with centerness).
+        class_ids: [N] int64, indices into ``vocabulary``.
+        class_names: N names, ``vocabulary[class_ids[i]]``.
+        grid_embeddings: [N, D] float32, L2-normalised grid embedding G at each box's location
+            (the CLIP text space of the model's backbone CLIP); score them against any text.
+        image_size: (height, width) of the original image.
+        vocabulary: the class names ``class_ids`` index.
+        text_scores: [N, K] per-box probabilities for every vocabulary name; set by
+            :meth:`GridCLIPPredictor.rescore` only (None otherwise).
+    """
+
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    class_ids: torch.Tensor
+    class_names: List[str]
+    grid_embeddings: torch.Tensor
+    image_size: Tuple[int, int]
+    vocabulary: List[str] = field(default_factory=list)
+    text_scores: Optional[torch.Tensor] = None
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def to_instances(self) -> Instances:
+        """Detectron2 ``Instances`` (pred_boxes, scores, pred_classes) for ``Visualizer`` / evaluators."""
+        return Instances(
+            self.image_size,
+            pred_boxes=Boxes(self.boxes.clone()),
+            scores=self.scores.clone(),
+            pred_classes=self.class_ids.clone(),
+        )
+
+
+def load_predictor_config(config_file, weights=None, opts=(), device=None, confidence_threshold=None):
+    """
+    A frozen GridCLIP config for inference: ``config_file`` + ``opts`` (a flat [key, value, ...]
+    list), ``weights`` → MODEL.WEIGHTS, ``device`` → MODEL.DEVICE (CUDA falls back to CPU when not
+    available), ``confidence_threshold`` → MODEL.FCOS.SCORE_THRESH_TEST.
+    """
+    config_file = os.fspath(config_file)
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"GridCLIP config file '{config_file}' does not exist.")
+    cfg = get_cfg()
+    add_gridclip_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts or ()))
+    if weights is not None:
+        cfg.MODEL.WEIGHTS = os.fspath(weights)
+    if device is not None:
+        cfg.MODEL.DEVICE = str(device)
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning("MODEL.DEVICE is %s but CUDA is not available: running on CPU.", cfg.MODEL.DEVICE)
+        cfg.MODEL.DEVICE = "cpu"
+    if confidence_threshold is not None:
+        if not 0.0 <= float(confidence_threshold) < 1.0:
+            raise ValueError(f"confidence_threshold must be in [0, 1), got {confidence_threshold}.")
+        cfg.MODEL.FCOS.SCORE_THRESH_TEST = float(confidence_threshold)
+    cfg.freeze()
+    return cfg
+
+
+class GridCLIPPredictor:
+    """
+    Batched open-vocabulary inference with a GridCLIP model built from a config (+ weights).
+
+    Args:
+        config_file: a GridCLIP YAML config (e.g. configs/GridCLIP-R50-FPN-2x.yaml).
+        weights: checkpoint loaded with ``DetectionCheckpointer`` (None = the config's MODEL.WEIGHTS;
+            "" = none, i.e. a randomly initialised detector).
+        vocabulary: class names (list) or a vocabulary spec of
+            :func:`gridclip.data.vocabularies.resolve_vocabulary` ("lvis", "coco", "voc",
+            "a,b,c", a text file, a registered dataset); None = the config's test vocabulary.
+        opts: config overrides, as Detectron2's ``--opts`` ([key, value, ...]).
+        device: "cpu", "cuda", "cuda:1", ... (None = the config's MODEL.DEVICE).
+        confidence_threshold: minimum score of returned detections (None = the config's
+            MODEL.FCOS.SCORE_THRESH_TEST).
+    """
+
+    def __init__(
+        self,
+        config_file,
+        weights=None,
+        vocabulary: Union[Sequence[str], str, None] = None,
+        opts=(),
+        device=None,
+        confidence_threshold: Optional[float] = None,
+    ):
+        from .engine.trainer import register_generated_datasets
+
+        self.cfg = load_predictor_config(config_file, weights, opts, device, confidence_threshold)
+        # The generated embedded-default dataset supplies the training vocabulary of its configs.
+        register_generated_datasets(self.cfg, generate=False)
+        self.model = build_model(self.cfg)
+        self.model.eval()
+        if not getattr(self.model, "grid_align", False):
+            raise ValueError(
+                "GridCLIPPredictor needs a model with grid-level alignment (MODEL.GRIDCLIP.GRID_ALIGN True): "
+                "grid embeddings and run-time vocabularies exist only then."
+            )
+        if self.cfg.MODEL.WEIGHTS:
+            DetectionCheckpointer(self.model).load(self.cfg.MODEL.WEIGHTS)
+        else:
+            logger.warning("GridCLIPPredictor: no weights given (MODEL.WEIGHTS is empty); the detector is untrained.")
+        self.resize = T.ResizeShortestEdge(
+            [self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MIN_SIZE_TEST], self.cfg.INPUT.MAX_SIZE_TEST
+        )
+        self.input_format = self.cfg.INPUT.FORMAT
+        if self.input_format not in ("RGB", "BGR"):
+            raise ValueError(f"INPUT.FORMAT must be 'RGB' or 'BGR' for GridCLIPPredictor, got {self.input_format!r}.")
+        if vocabulary is not None:
+            self.set_vocabulary(vocabulary)
+
+    # ------------------------------------------------------------------ vocabulary
+    @property
+    def vocabulary(self) -> List[str]:
+        """The class names that ``class_ids`` of the results index."""
+        return list(self.model.test_class_names)
+
+    @property
+    def embed_dim(self) -> int:
+        """Dimension D of the grid embeddings (the backbone CLIP's text/image embedding size)."""
+        return self.model.classifier.embed_dim
+
+    def set_vocabulary(self, vocabulary: Union[Sequence[str], str], text_embeddings=None) -> List[str]:
+        """
+        Use ``vocabulary`` (names or a spec string, see the class doc) from now on. Text embeddings
+        are built with the model's CLIP text tower (cached) unless ``text_embeddings`` ([K, D] or a
+        file) is given. Returns the resolved names.
+        """
+        names = resolve_vocabulary(vocabulary) if isinstance(vocabulary, str) else [str(n) for n in vocabulary]
+        self.model.set_vocabulary(names, text_embeddings)
+        return list(names)
+
+    def text_embeddings(self, names: Sequence[str]) -> torch.Tensor:
+        """[K, D] L2-normalised text embeddings of ``names`` from the model's CLIP (prompt templates as in training)."""
+        from .modeling.text_embeddings import load_text_embeddings
+
+        return load_text_embeddings([str(n) for n in names], **self.model.text_encoder)
+
+    # ------------------------------------------------------------------ inference
+    def read_image(self, image: ImageInput) -> np.ndarray:
+        """A path or an HWC uint8 BGR array → HWC uint8 BGR array; clear errors naming the input."""
+        if isinstance(image, (str, os.PathLike)):
+            path = os.fspath(image)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"Image file '{path}' does not exist.")
+            try:
+                return detection_utils.read_image(path, format="BGR")
+            except Exception as e:  # PIL: truncated / not an image / unsupported format
+                raise ValueError(f"Cannot read image '{path}': {type(e).__name__}: {e}") from None
+        if isinstance(image, np.ndarray):
+            if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
+                raise ValueError(
+                    f"An image array must be HWC with 3 channels (BGR, like cv2.imread), got shape {image.shape}."
+                )
+            if image.dtype != np.uint8:
+                raise ValueError(f"An image array must be uint8 (0-255, BGR), got dtype {image.dtype}.")
+            return image
+        raise TypeError(f"An image is a file path or an HWC uint8 BGR numpy array, got {type(image).__name__}.")
+
+    def _model_input(self, image_bgr: np.ndarray) -> dict:
+        height, width = image_bgr.shape[:2]
+        image = image_bgr[:, :, ::-1] if self.input_format == "RGB" else image_bgr
+        image = self.resize.get_transform(image).apply_image(np.ascontiguousarray(image))
+        tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        return {"image": tensor, "height": height, "width": width}
+
+    def __call__(self, image: ImageInput) -> Detections:
+        """Detections of one image (path or HWC uint8 BGR array)."""
+        return self.predict([image], batch_size=1)[0]
+
+    def predict(self, images: Sequence[ImageInput], batch_size: int = 8) -> List[Detections]:
+        """
+        Detections of each image, in input order.
+
+        Images are batched up to ``batch_size`` among those with the same test-time size, so padding
+        never changes a result: batched output equals one-by-one output.
+        """
+        if isinstance(images, (str, os.PathLike, np.ndarray)):
+            raise TypeError("predict() takes a list of images; use predictor(image) for one image.")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        inputs = [self._model_input(self.read_image(image)) for image in images]
+        groups = {}
+        for index, model_input in enumerate(inputs):
+            groups.setdefault(tuple(model_input["image"].shape[1:]), []).append(index)
+        results: List[Optional[Detections]] = [None] * len(inputs)
+        vocabulary = self.vocabulary
+        with torch.no_grad():
+            for indices in groups.values():
+                for start in range(0, len(indices), batch_size):
+                    chunk = indices[start : start + batch_size]
+                    outputs = self.model([inputs[i] for i in chunk], return_grid_embeddings=True)
+                    for i, output in zip(chunk, outputs):
+                        results[i] = self._to_detections(output["instances"], vocabulary)
+        return results
+
+    @staticmethod
+    def _to_detections(instances: Instances, vocabulary: List[str]) -> Detections:
+        instances = instances.to("cpu")
+        class_ids = instances.pred_classes.long()
+        return Detections(
+            boxes=instances.pred_boxes.tensor.float(),
+            scores=instances.scores.float(),
+            class_ids=class_ids,
+            class_names=[vocabulary[i] for i in class_ids.tolist()],
+            grid_embeddings=instances.pred_grid_embeddings.float(),
+            image_size=tuple(instances.image_size),
+            vocabulary=list(vocabulary),
+        )
+
+    # ------------------------------------------------------------------ re-scoring without the model
+    def rescore(self, result: Detections, text_names: Sequence[str], text_embeddings=None) -> Detections:
+        """
+        Classify ``result``'s boxes against a new vocabulary from their grid embeddings alone.
+
+        Each box gets ``text_scores`` [N, K] = sigmoid(logit_scale · cos(G, t_k) + bias) with the
+        model's learned classifier scale and bias, and is relabelled with its best name; ``scores``
+        become that name's probability (the detector's centerness is not part of it).
+
+        Args:
+            result: a :class:`Detections` from this predictor.
+            text_names: K names to score against.
+            text_embeddings: optional [K, D] embeddings of ``text_names`` (default: built with the
+                model's CLIP text tower, cached).
+        """
+        names = [str(n) for n in text_names]
+        if not names:
+            raise ValueError("rescore: text_names is empty.")
+        embeddings = self.text_embeddings(names) if text_embeddings is None else torch.as_tensor(text_embeddings)
+        if embeddings.shape != (len(names), self.embed_dim):
+            raise ValueError(
+                f"rescore: text embeddings have shape {tuple(embeddings.shape)}, expected "
+                f"({len(names)}, {self.embed_dim}) for {len(names)} names and this model's {self.embed_dim}-dim embeddings."
+            )
+        if result.grid_embeddings.shape[-1] != self.embed_dim:
+            raise ValueError(
+                f"rescore: the result's grid embeddings are {result.grid_embeddings.shape[-1]}-dim but this model's "
+                f"are {self.embed_dim}-dim; rescore with the predictor that produced the result."
+            )
+        classifier = self.model.classifier
+        with torch.no_grad():
+            cosine = F.normalize(result.grid_embeddings.float(), dim=-1) @ F.normalize(embeddings.float(), dim=-1).T
+            probabilities = torch.sigmoid(cosine * classifier.logit_scale.cpu() + classifier.bias.cpu())
+        if len(result):
+            scores, class_ids = probabilities.max(dim=1)
+        else:
+            scores, class_ids = probabilities.new_zeros(0), torch.zeros(0, dtype=torch.long)
+        return Detections(
+            boxes=result.boxes.clone(),
+            scores=scores,
+            class_ids=class_ids,
+            class_names=[names[i] for i in class_ids.tolist()],
+            grid_embeddings=result.grid_embeddings,
+            image_size=result.image_size,
+            vocabulary=names,
+            text_scores=probabilities,
+        )

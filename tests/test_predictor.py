@@ -1,0 +1,166 @@
+"""
+gridclip.GridCLIPPredictor on a small checkpoint trained once for this module (tools/train_net.py,
+configs/GridCLIP-Tiny-Synthetic.yaml with a tiny schedule): batched == one by one, paths == BGR
+arrays, run-time vocabularies, grid embeddings and re-scoring, clear errors on bad input.
+"""
+import os
+import subprocess
+import sys
+import uuid
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_CONFIG = os.path.join(REPO, "configs", "GridCLIP-Tiny-Synthetic.yaml")
+SIZE_OPTS = [
+    "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MAX_SIZE_TRAIN", "96",
+    "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "96",
+    "MODEL.GRIDCLIP.PROMPT_TEMPLATES", "single",
+]
+TRAIN_OPTS = SIZE_OPTS + [
+    "SOLVER.IMS_PER_BATCH", "4", "SOLVER.MAX_ITER", "8", "SOLVER.WARMUP_ITERS", "2", "SOLVER.STEPS", "(6,)",
+    "DATASETS.TEST", "()", "SEED", "3",
+]
+CUSTOM = ["zebra", "red umbrella", "traffic cone"]
+
+
+def train_tiny_checkpoint(workdir):
+    """
+    Train the tiny config for a few iterations on the generated dataset (its default size, as
+    tools/train_net.py generates it) under ``workdir/datasets``; returns (weights, env, dataset root).
+    """
+    from gridclip.data.synthetic import ensure_synthetic_lvis
+
+    root = str(workdir / "datasets" / "synthetic_lvis")
+    ensure_synthetic_lvis(root)
+    env = dict(os.environ, DETECTRON2_DATASETS=str(workdir / "datasets"), GRIDCLIP_CACHE=str(workdir / "cache"))
+    output_dir = workdir / "output"
+    cmd = [sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--config-file", TINY_CONFIG,
+           *TRAIN_OPTS, "OUTPUT_DIR", str(output_dir)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=str(workdir))
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
+    weights = output_dir / "model_final.pth"
+    assert weights.is_file()
+    return str(weights), env, root
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """(weights, registered dataset names, class names) of one tiny training run."""
+    from detectron2.data import MetadataCatalog
+    from gridclip.data.datasets import register_synthetic_lvis
+
+    workdir = tmp_path_factory.mktemp("predictor")
+    weights, _, root = train_tiny_checkpoint(workdir)
+    names = register_synthetic_lvis(root, prefix=f"pytest_{uuid.uuid4().hex[:8]}_predictor")
+    return weights, names, list(MetadataCatalog.get(names["val"]).thing_classes), workdir
+
+
+@pytest.fixture(scope="module")
+def predictor(dataset):
+    from gridclip import GridCLIPPredictor
+
+    weights, names, _, workdir = dataset
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRIDCLIP_CACHE", str(workdir / "cache"))
+        opts = SIZE_OPTS + ["DATASETS.TRAIN", f"('{names['train_base']}',)", "DATASETS.TEST", f"('{names['val']}',)"]
+        yield GridCLIPPredictor(TINY_CONFIG, weights, opts=opts, device="cpu", confidence_threshold=0.05)
+
+
+@pytest.fixture(scope="module")
+def val_paths(dataset):
+    from detectron2.data import DatasetCatalog
+
+    return [d["file_name"] for d in DatasetCatalog.get(dataset[1]["val"])[:5]]
+
+
+def assert_same(a, b, atol=1e-4):
+    assert a.class_names == b.class_names
+    assert torch.equal(a.class_ids, b.class_ids)
+    torch.testing.assert_close(a.boxes, b.boxes, atol=atol, rtol=1e-4)
+    torch.testing.assert_close(a.scores, b.scores, atol=atol, rtol=1e-4)
+    torch.testing.assert_close(a.grid_embeddings, b.grid_embeddings, atol=atol, rtol=1e-4)
+
+
+def test_batched_equals_one_by_one_on_mixed_sizes(predictor, val_paths):
+    images = [cv2.imread(p) for p in val_paths]
+    images.append(cv2.resize(images[0], (120, 80)))  # another test-time size in the same call
+    batched = predictor.predict(images, batch_size=3)
+    single = [predictor(image) for image in images]
+    assert len(batched) == len(images)
+    assert sum(len(r) for r in single) > 0, "the checkpoint detects nothing; the comparison would be empty"
+    for b, s in zip(batched, single):
+        assert_same(b, s)
+
+
+def test_paths_equal_bgr_arrays_and_boxes_are_in_original_coordinates(predictor, val_paths):
+    from_paths = predictor.predict(val_paths[:2])
+    from_arrays = predictor.predict([cv2.imread(p) for p in val_paths[:2]])
+    for a, b in zip(from_paths, from_arrays):
+        assert_same(a, b, atol=0)
+    # A 2x larger image is resized to the test size (96) and boxes come back in its own coordinates.
+    big = cv2.resize(cv2.imread(val_paths[0]), (192, 192), interpolation=cv2.INTER_NEAREST)
+    result = predictor(big)
+    assert result.image_size == (192, 192)
+    assert len(result) > 0
+    assert float(result.boxes.min()) >= 0 and float(result.boxes.max()) <= 192
+    assert float(result.boxes[:, 2:].max()) > 96  # not left in the 96-px network input's coordinates
+
+
+def test_set_vocabulary_changes_class_names(predictor, val_paths, dataset):
+    class_names = dataset[2]
+    try:
+        names = predictor.set_vocabulary(CUSTOM)
+        assert names == CUSTOM and predictor.vocabulary == CUSTOM
+        results = predictor.predict(val_paths)
+        assert sum(len(r) for r in results) > 0
+        for r in results:
+            assert set(r.class_names) <= set(CUSTOM)
+            assert all(0 <= i < len(CUSTOM) for i in r.class_ids.tolist())
+            assert r.vocabulary == CUSTOM
+        predictor.set_vocabulary("cat,dog")  # a vocabulary spec string works too
+        assert predictor.vocabulary == ["cat", "dog"]
+    finally:
+        predictor.set_vocabulary(class_names)
+    assert set(predictor(val_paths[0]).class_names) <= set(class_names)
+
+
+def test_grid_embeddings_have_the_clip_dim_and_rescore_without_the_model(predictor, val_paths):
+    result = predictor(val_paths[0])
+    assert len(result) > 0
+    dim = predictor.text_embeddings(["cat"]).shape[1]
+    assert predictor.embed_dim == dim == 64  # GridCLIP-Tiny-RN's CLIP embedding size
+    assert result.grid_embeddings.shape == (len(result), dim)
+    torch.testing.assert_close(result.grid_embeddings.norm(dim=1), torch.ones(len(result)))
+
+    # Against the predictor's own vocabulary: score² = p(class) · p(centerness) <= p(class).
+    same = predictor.rescore(result, predictor.vocabulary)
+    assert same.text_scores.shape == (len(result), len(predictor.vocabulary))
+    class_probability = same.text_scores[torch.arange(len(result)), result.class_ids]
+    assert torch.all(result.scores**2 <= class_probability + 1e-5)
+
+    other = predictor.rescore(result, CUSTOM)
+    assert other.text_scores.shape == (len(result), len(CUSTOM))
+    assert set(other.class_names) <= set(CUSTOM)
+    torch.testing.assert_close(other.scores, other.text_scores.max(dim=1).values)
+    torch.testing.assert_close(other.boxes, result.boxes)
+    with pytest.raises(ValueError, match=r"\(2, 64\)"):
+        predictor.rescore(result, ["a", "b"], text_embeddings=torch.zeros(2, 10))
+
+
+def test_bad_inputs_name_the_problem(predictor, tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.jpg"):
+        predictor(str(tmp_path / "missing.jpg"))
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8 this is not a JPEG")
+    with pytest.raises(ValueError, match="corrupt.jpg"):
+        predictor(str(corrupt))
+    with pytest.raises(ValueError, match=r"\(32, 32\)"):
+        predictor(np.zeros((32, 32), dtype=np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        predictor(np.zeros((32, 32, 3), dtype=np.float32))
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        type(predictor)("nope.yaml")
