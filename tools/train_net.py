@@ -20,6 +20,8 @@ import torch
 import gridclip  # first: applies the Detectron2 compatibility fixes before detectron2 is imported
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 from gridclip.checkpoint import GridCLIPCheckpointer
 from gridclip.engine import launch
 from gridclip.engine.trainer import GridCLIPTrainer, register_generated_datasets
@@ -48,6 +50,8 @@ def setup(args):
     register_generated_datasets(cfg, generate=False)
     cfg.freeze()
     default_setup(cfg, args)
+    # default_setup configures the "detectron2" and "fvcore" loggers; ours log tables, teacher and data warnings.
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="gridclip")
     return cfg
 
 
