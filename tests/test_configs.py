@@ -1,0 +1,108 @@
+"""Every config under configs/ loads, and builds with random weights, as the paper row it names."""
+import glob
+import os
+
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+
+import gridclip
+from gridclip.modeling import text_embeddings
+from gridclip.modeling.image_head import teacher_embed_dim
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(
+    os.path.relpath(p, REPO)
+    for p in glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True)
+    if not os.path.basename(p).startswith("Base-")
+)
+
+
+def load(path, opts=()):
+    cfg = get_cfg()
+    gridclip.add_gridclip_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO, path))
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
+@pytest.fixture
+def fake_text_embeddings(monkeypatch):
+    """Random unit vectors instead of running the RN50 text tower over 1203 classes x 63 prompts (hours on CPU).
+    The real embeddings are tested in tests/modeling/test_text_embeddings.py."""
+    calls = []
+
+    def fake(class_names, clip_model_name, *args, **kwargs):
+        calls.append((clip_model_name, len(class_names)))
+        dim = text_embeddings.clip_text_embed_dim(clip_model_name)
+        generator = torch.Generator().manual_seed(len(class_names))
+        return torch.nn.functional.normalize(torch.randn(len(class_names), dim, generator=generator), dim=1)
+
+    monkeypatch.setattr(text_embeddings, "load_text_embeddings", fake)
+    return calls
+
+
+def test_all_expected_configs_exist():
+    expected = {
+        "configs/GridCLIP-R50-FPN-2x.yaml",
+        "configs/GridCLIP-R50-RN-FPN-2x.yaml",
+        "configs/GridCLIP-Tiny-Synthetic.yaml",
+        "configs/transfer/GridCLIP-R50-COCO.yaml",
+        "configs/transfer/GridCLIP-R50-VOC.yaml",
+    }
+    assert expected <= set(CONFIGS)
+    assert len([c for c in CONFIGS if c.startswith("configs/ablations/")]) == 9  # 7 rows of Table 4, 2 of Table 5
+
+
+@pytest.mark.parametrize("path", [c for c in CONFIGS if "Tiny-Synthetic" not in c])
+def test_config_loads_and_builds(path, fake_text_embeddings):
+    cfg = load(path)
+    assert cfg.MODEL.META_ARCHITECTURE == "GridCLIP"
+    assert cfg.OUTPUT_DIR.startswith("./output/")
+    # Random weights, CPU; the architecture is the config's own.
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.CLIP.PRETRAINED", "", "MODEL.WEIGHTS", ""])
+    model = build_model(cfg)
+    assert len(model.train_class_names) == {
+        "lvis_v1_train_base": 866, "lvis_v1_train_cf": 866
+    }[cfg.DATASETS.TRAIN[0]]
+    test_set = cfg.DATASETS.TEST[0]
+    expected_test = {"lvis_v1_val": 1203, "lvis_v1_val_cf": 866, "coco_2017_val": 80, "voc_2007_test": 20}[test_set]
+    assert len(model.test_class_names) == expected_test
+    if cfg.MODEL.GRIDCLIP.IMAGE_ALIGN:
+        assert model.teacher_dim == teacher_embed_dim(cfg.MODEL.GRIDCLIP.TEACHER.MODEL_NAME)
+    else:
+        assert model.teacher_dim is None
+    if cfg.MODEL.BACKBONE.NAME == "build_clip_resnet_fpn_backbone":
+        has_pool = any("attnpool" in name for name, _ in model.backbone.named_parameters())
+        assert has_pool == cfg.MODEL.CLIP.USE_MHSA
+
+
+def test_paper_rows_differ_only_where_the_paper_says():
+    rn = load("configs/GridCLIP-R50-RN-FPN-2x.yaml")
+    assert rn.MODEL.GRIDCLIP.TEACHER.MODEL_NAME == "RN50x64-quickgelu"
+    main = load("configs/GridCLIP-R50-FPN-2x.yaml")
+    assert main.MODEL.GRIDCLIP.TEACHER.MODEL_NAME == "ViT-B-32-quickgelu"
+    assert main.SOLVER.IMS_PER_BATCH == 16 and main.SOLVER.MAX_ITER == 24 * 6261
+    assert len(main.INPUT.MIN_SIZE_TRAIN) > 1 and main.INPUT.CROP.ENABLED
+    switches = {
+        "T4-GridCLIP-R50-wo-align": (False, False),
+        "T4-GridCLIP-R50-grid-align": (True, False),
+        "T4-GridCLIP-R50-image-align": (False, True),
+        "T4-GridCLIP-R50": (True, True),
+        "T5-GridCLIP-R50-grid-align": (True, False),
+        "T5-GridCLIP-R50": (True, True),
+    }
+    for name, (grid, image) in switches.items():
+        cfg = load(f"configs/ablations/{name}.yaml")
+        assert (cfg.MODEL.GRIDCLIP.GRID_ALIGN, cfg.MODEL.GRIDCLIP.IMAGE_ALIGN) == (grid, image), name
+        # Ablations: no multi-scale, no crop (paper §4.3).
+        assert tuple(cfg.INPUT.MIN_SIZE_TRAIN) == (800,) and not cfg.INPUT.CROP.ENABLED, name
+        closed = name.startswith("T4")
+        assert cfg.DATASETS.TEST[0] == ("lvis_v1_val_cf" if closed else "lvis_v1_val"), name
+    star = load("configs/ablations/T4-GridCLIP-R50star-wo-align.yaml")
+    assert not star.MODEL.CLIP.USE_MHSA
+    for transfer in ("COCO", "VOC"):
+        cfg = load(f"configs/transfer/GridCLIP-R50-{transfer}.yaml")
+        assert cfg.MODEL.FCOS.NMS_THRESH_TEST == 0.6
+        assert cfg.MODEL.GRIDCLIP.TEST_VOCABULARY == transfer.lower()
