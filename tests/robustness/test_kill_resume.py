@@ -13,6 +13,8 @@ import time
 import pytest
 import torch
 
+from gridclip.data.synthetic import ensure_synthetic_lvis
+
 pytestmark = pytest.mark.slow
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -46,23 +48,30 @@ def runs(tmp_path_factory, tiny_config_writer):
     full_cfg = tiny_config_writer(root / "full.yaml", train, test, full_dir)
     killed_cfg = tiny_config_writer(root / "killed.yaml", train, test, killed_dir)
 
-    full = subprocess.run(_command(full_cfg), env=env, capture_output=True, text=True, timeout=600)
-    assert full.returncode == 0, full.stderr[-3000:]
+    # Generate the dataset once here (train_net would otherwise generate it in each process).
+    ensure_synthetic_lvis(os.path.join(env["DETECTRON2_DATASETS"], "synthetic_lvis"))
 
-    proc = subprocess.Popen(_command(killed_cfg), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    # Both runs at once (each single-threaded): the uninterrupted reference and the one to kill.
+    # Output to files: a full pipe would block a process that nobody reads yet.
+    full_log, killed_log = open(root / "full.log", "w"), open(root / "killed.log", "w")
+    full = subprocess.Popen(_command(full_cfg), env=env, stdout=full_log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(_command(killed_cfg), env=env, stdout=killed_log, stderr=subprocess.STDOUT)
     tag = killed_dir / "last_checkpoint"
     first = f"model_{PERIOD - 1:07d}.pth"
     try:
         deadline = time.time() + 600
         while not (tag.exists() and tag.read_text() == first):
-            assert proc.poll() is None, f"run ended before it was killed:\n{proc.stderr.read()[-3000:]}"
+            assert proc.poll() is None, f"run ended before it was killed:\n{(root / 'killed.log').read_text()[-3000:]}"
             assert time.time() < deadline
             time.sleep(0.02)
         os.kill(proc.pid, signal.SIGKILL)
+        assert full.wait(timeout=600) == 0, (root / "full.log").read_text()[-3000:]
     finally:
-        proc.kill()
-        proc.wait()
+        for p in (proc, full):
+            p.kill()
+            p.wait()
+        full_log.close()
+        killed_log.close()
     killed_at = tag.read_text()
     killed_files = sorted(p for p in os.listdir(killed_dir) if p.endswith(".pth"))
 

@@ -245,7 +245,9 @@ class GridCLIPCheckpointer(DetectionCheckpointer):
         loaded = self._torch_load(filename)
         if filename.endswith(".pyth"):  # pycls
             if "model_state" not in loaded:
-                raise CorruptCheckpointError(f"Cannot load .pyth file {filename}: pycls checkpoints contain 'model_state'.")
+                raise CorruptCheckpointError(
+                    f"Cannot load .pyth file {filename}: pycls checkpoints contain 'model_state'."
+                )
             state = {k: v for k, v in loaded["model_state"].items() if not k.endswith("num_batches_tracked")}
             return {"model": state, "__author__": "pycls", "matching_heuristics": True}
         if not isinstance(loaded, dict):
