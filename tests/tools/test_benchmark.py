@@ -1,0 +1,137 @@
+"""tools/benchmark.py: GridCLIP vs Detectron2's FCOS-R50 on the same inputs, on CPU at a small size."""
+import importlib.util
+import json
+import os
+import textwrap
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+TINY_CONFIG = textwrap.dedent(
+    """
+    _BASE_: "{repo}/configs/Base-GridCLIP.yaml"
+    MODEL:
+      DEVICE: "cpu"
+      CLIP:
+        MODEL_NAME: "GridCLIP-Tiny-RN"
+        PRETRAINED: "openai"  # the benchmark must force random weights (no download)
+      GRIDCLIP:
+        IMAGE_HEAD_HIDDEN_DIMS: [32, 32]
+        TEACHER:
+          MODEL_NAME: "GridCLIP-Tiny-ViT"
+          PRETRAINED: "openai"
+      FPN:
+        OUT_CHANNELS: 64
+      FCOS:
+        NUM_CONVS: 2
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def benchmark_module():
+    spec = importlib.util.spec_from_file_location("gridclip_tools_benchmark", os.path.join(REPO_ROOT, "tools", "benchmark.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_CONFIG.format(repo=REPO_ROOT))
+    return str(path)
+
+
+def test_benchmark_cpu_small_size_emits_every_field(benchmark_module, tiny_config, tmp_path):
+    prefix = tmp_path / "out" / "bench"
+    results = benchmark_module.main([
+        "--config-file", tiny_config, "--size", "128", "160", "--iters", "1", "--warmup", "0",
+        "--train-batch", "2", "--num-train-classes", "5", "--num-test-classes", "9",
+        "--output", str(prefix),
+    ])
+    written = json.loads((tmp_path / "out" / "bench.json").read_text())
+    assert written == json.loads(json.dumps(results))
+
+    machine = written["machine"]
+    assert {"cpu_model", "cpu_cores", "torch_threads", "torch", "torchvision", "device", "gpu_name"} <= set(machine)
+    assert machine["device"] == "cpu" and machine["gpu_name"] is None and machine["cpu_cores"] >= 1
+    settings = written["settings"]
+    assert settings["input_size"] == [128, 160] and settings["train_batch"] == 2
+    assert settings["gridclip_classes"] == {"train": 5, "test": 9}
+    # The peer decodes with GridCLIP's inference protocol (Base-GridCLIP.yaml), not its own defaults.
+    assert settings["peer_postprocess"] == {"test_score_thresh": 0.05, "test_topk_candidates": 1000,
+                                            "test_nms_thresh": 0.5, "max_detections_per_image": 300}
+
+    gridclip_name, peer_name = "tiny", benchmark_module.PEER_NAME
+    assert set(written["models"]) == {gridclip_name, peer_name}
+    gridclip, peer = written["models"][gridclip_name], written["models"][peer_name]
+    assert (gridclip["num_train_classes"], gridclip["num_test_classes"]) == (5, 9)
+    assert peer["num_train_classes"] == 80
+
+    for entry in (gridclip, peer):
+        params = entry["parameters"]
+        assert params["inference_total"] == sum(p["parameters"] for p in params["parts"] if not p["training_only"])
+        fp32 = entry["fp32"]
+        inference, train = fp32["inference"], fp32["train"]
+        assert inference["latency_ms"] > 0 and inference["fps"] == pytest.approx(1e3 / inference["latency_ms"])
+        assert inference["peak_memory_mb"] > 0 and inference["num_detections"] >= 0
+        assert train["step_time_s"] > 0 and train["images_per_s"] == pytest.approx(2 / train["step_time_s"])
+        assert train["peak_memory_mb"] > 0
+        # AMP: bf16 autocast inference where the CPU supports it; AMP training needs CUDA.
+        amp = entry["amp"]
+        if "skipped" in amp:
+            assert amp["skipped"]
+        else:
+            assert amp["inference"]["latency_ms"] > 0
+            assert "CUDA" in amp["train"]["skipped"]
+    # The teacher hook ran inside GridCLIP's training step and is a share of it.
+    train = gridclip["fp32"]["train"]
+    assert 0 < train["teacher_time_s"] < train["step_time_s"]
+    assert train["teacher_share"] == pytest.approx(train["teacher_time_s"] / train["step_time_s"])
+    assert "teacher_share" not in peer["fp32"]["train"]
+    # The image head is trained, not used at inference: listed, not counted.
+    assert [p["part"] for p in gridclip["parameters"]["parts"] if p["training_only"]] == ["image head"]
+
+    ratios = written["ratios"]
+    assert ratios["parameters"] == pytest.approx(
+        gridclip["parameters"]["inference_total"] / peer["parameters"]["inference_total"])
+    assert ratios["fp32"]["inference_latency"] == pytest.approx(
+        gridclip["fp32"]["inference"]["latency_ms"] / peer["fp32"]["inference"]["latency_ms"])
+    assert ratios["fp32"]["inference_latency_min"] == pytest.approx(
+        gridclip["fp32"]["inference"]["latency_ms_min"] / peer["fp32"]["inference"]["latency_ms_min"])
+    assert ratios["fp32"]["train_step_time"] == pytest.approx(
+        gridclip["fp32"]["train"]["step_time_s"] / peer["fp32"]["train"]["step_time_s"])
+
+    markdown = (tmp_path / "out" / "bench.md").read_text()
+    assert machine["cpu_model"] in markdown and "128×160" in markdown
+    for row in ("inference latency, mean (ms)", "inference latency, min (ms)", "inference FPS", "train step time (s)", "train images/s",
+                "teacher hook share of step", "peak memory", "ratio (GridCLIP / FCOS)", "inference total"):
+        assert row in markdown, row
+    assert f"{ratios['fp32']['inference_latency']:.2f}×" in markdown
+
+
+def test_benchmark_params_only_prints_both_breakdowns(benchmark_module, tiny_config, tmp_path, capsys):
+    results = benchmark_module.main(["--config-file", tiny_config, "--params", "--output", str(tmp_path / "p")])
+    out = capsys.readouterr().out
+    assert "### Parameters: tiny" in out and f"### Parameters: {benchmark_module.PEER_NAME}" in out
+    assert "Inference parameters ratio (GridCLIP / FCOS)" in out
+    # Detectron2's FCOS-R50 with an 80-class GN head: ResNet-50 + FPN + head, about 32 M parameters.
+    assert 31e6 < results["models"][benchmark_module.PEER_NAME]["parameters"]["inference_total"] < 33e6
+    assert "fp32" not in results["models"]["tiny"]
+    assert not list(tmp_path.glob("p.*")), "--params writes no files"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--size", "16", "160"], "--size 16 160"),
+        (["--config-file", "missing.yaml"], "config file not found: missing.yaml"),
+        (["--iters", "0"], "--iters"),
+    ],
+)
+def test_benchmark_rejects_bad_arguments(benchmark_module, tiny_config, capsys, argv, message):
+    with pytest.raises(SystemExit):
+        benchmark_module.parse_args(["--config-file", tiny_config, *argv])
+    assert message in capsys.readouterr().err
