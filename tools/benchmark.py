@@ -534,7 +534,8 @@ def format_markdown(results) -> str:
     """The benchmark as markdown: machine, settings, one table per precision, parameter breakdowns."""
     m, s = results["machine"], results["settings"]
     names = list(results["models"])
-    device = m["gpu_name"] or f"CPU {m['cpu_model']} ({m['cpu_cores']} cores, {m['torch_threads']} torch threads)"
+    device = m["gpu_name"] or (
+        f"CPU only, no GPU: {m['cpu_model']} ({m['cpu_cores']} cores, {m['torch_threads']} torch threads)")
     lines = [
         f"## Benchmark: {' vs '.join(names)}",
         "",
@@ -570,6 +571,8 @@ def format_markdown(results) -> str:
                     continue
                 part = entry.get(phase, {})
                 cells.append("skipped" if "skipped" in part else _fmt(part.get(key), spec))
+            if all(cell == "skipped" for cell in cells):
+                continue  # the reason is listed under the table
             line = f"| {label} | " + " | ".join(cells)
             if ratio_col:
                 line += " | " + (_fmt(ratios.get(ratio_key), ".2f") + "×" if ratio_key and ratios.get(ratio_key) else "")
@@ -583,8 +586,10 @@ def format_markdown(results) -> str:
             )
             if isinstance(part, dict) and "skipped" in part
         }
+        if skipped:
+            lines.append("")
         for what, reason in skipped.items():
-            lines.append(f"\n{precision} skipped ({what.strip()}): {reason}")
+            lines.append(f"- {precision} skipped ({what.strip()}): {reason}")
         lines.append("")
     if "parameters" in results["ratios"]:
         lines += [f"Inference parameters ratio (GridCLIP / FCOS): {results['ratios']['parameters']:.2f}×", ""]
