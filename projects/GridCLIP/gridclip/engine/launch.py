@@ -56,6 +56,8 @@ def launch(
 
 
 def _cpu_worker(local_rank, main_func, world_size, num_per_machine, machine_rank, dist_url, args, timeout):
+    # N processes share the machine's cores: without this each would start torch's full thread pool.
+    torch.set_num_threads(max(1, torch.get_num_threads() // num_per_machine))
     global_rank = machine_rank * num_per_machine + local_rank
     try:
         dist.init_process_group(
