@@ -59,6 +59,10 @@ def dataset(tmp_path_factory):
     return weights, names, list(MetadataCatalog.get(names["val"]).thing_classes), workdir
 
 
+def predictor_opts(names):
+    return SIZE_OPTS + ["DATASETS.TRAIN", f"('{names['train_base']}',)", "DATASETS.TEST", f"('{names['val']}',)"]
+
+
 @pytest.fixture(scope="module")
 def predictor(dataset):
     from gridclip import GridCLIPPredictor
@@ -66,8 +70,9 @@ def predictor(dataset):
     weights, names, _, workdir = dataset
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GRIDCLIP_CACHE", str(workdir / "cache"))
-        opts = SIZE_OPTS + ["DATASETS.TRAIN", f"('{names['train_base']}',)", "DATASETS.TEST", f"('{names['val']}',)"]
-        yield GridCLIPPredictor(TINY_CONFIG, weights, opts=opts, device="cpu", confidence_threshold=0.05)
+        yield GridCLIPPredictor(
+            TINY_CONFIG, weights, opts=predictor_opts(names), device="cpu", confidence_threshold=0.05
+        )
 
 
 @pytest.fixture(scope="module")
@@ -77,12 +82,33 @@ def val_paths(dataset):
     return [d["file_name"] for d in DatasetCatalog.get(dataset[1]["val"])[:5]]
 
 
-def assert_same(a, b, atol=1e-4):
+def assert_same(a, b, atol=0.0):
+    """Identical detections, in the same order."""
     assert a.class_names == b.class_names
     assert torch.equal(a.class_ids, b.class_ids)
-    torch.testing.assert_close(a.boxes, b.boxes, atol=atol, rtol=1e-4)
-    torch.testing.assert_close(a.scores, b.scores, atol=atol, rtol=1e-4)
-    torch.testing.assert_close(a.grid_embeddings, b.grid_embeddings, atol=atol, rtol=1e-4)
+    torch.testing.assert_close(a.boxes, b.boxes, atol=atol, rtol=0)
+    torch.testing.assert_close(a.scores, b.scores, atol=atol, rtol=0)
+    torch.testing.assert_close(a.grid_embeddings, b.grid_embeddings, atol=atol, rtol=0)
+
+
+def assert_same_up_to_float_noise(a, b, threshold, atol=1e-4):
+    """
+    The same detections up to float noise: a batched convolution may differ from a single-image one in
+    the last bits, which can swap detections of (nearly) equal score or move one across the score
+    threshold. Every detection scoring above threshold + atol must have a twin (same class, score within
+    atol, box within 0.01 px, same grid embedding) in the other result.
+    """
+    assert a.image_size == b.image_size
+    for x, y in ((a, b), (b, a)):
+        same = (
+            (x.class_ids[:, None] == y.class_ids[None, :])
+            & ((x.scores[:, None] - y.scores[None, :]).abs() <= atol)
+            & ((x.boxes[:, None, :] - y.boxes[None, :, :]).abs().amax(dim=2) <= 0.01)
+            & ((x.grid_embeddings[:, None, :] - y.grid_embeddings[None, :, :]).abs().amax(dim=2) <= 1e-3)
+        )
+        clear = x.scores > threshold + atol
+        unmatched = torch.nonzero(clear & ~same.any(dim=1)).flatten().tolist()
+        assert not unmatched, [(x.class_names[i], float(x.scores[i]), x.boxes[i].tolist()) for i in unmatched]
 
 
 def test_batched_equals_one_by_one_on_mixed_sizes(predictor, val_paths):
@@ -93,14 +119,14 @@ def test_batched_equals_one_by_one_on_mixed_sizes(predictor, val_paths):
     assert len(batched) == len(images)
     assert sum(len(r) for r in single) > 0, "the checkpoint detects nothing; the comparison would be empty"
     for b, s in zip(batched, single):
-        assert_same(b, s)
+        assert_same_up_to_float_noise(b, s, threshold=predictor.cfg.MODEL.FCOS.SCORE_THRESH_TEST)
 
 
 def test_paths_equal_bgr_arrays_and_boxes_are_in_original_coordinates(predictor, val_paths):
     from_paths = predictor.predict(val_paths[:2])
     from_arrays = predictor.predict([cv2.imread(p) for p in val_paths[:2]])
     for a, b in zip(from_paths, from_arrays):
-        assert_same(a, b, atol=0)
+        assert_same(a, b)
     # A 2x larger image is resized to the test size (96) and boxes come back in its own coordinates.
     big = cv2.resize(cv2.imread(val_paths[0]), (192, 192), interpolation=cv2.INTER_NEAREST)
     result = predictor(big)
@@ -151,7 +177,7 @@ def test_grid_embeddings_have_the_clip_dim_and_rescore_without_the_model(predict
         predictor.rescore(result, ["a", "b"], text_embeddings=torch.zeros(2, 10))
 
 
-def test_bad_inputs_name_the_problem(predictor, tmp_path):
+def test_bad_inputs_name_the_problem(predictor, dataset, tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.jpg"):
         predictor(str(tmp_path / "missing.jpg"))
     corrupt = tmp_path / "corrupt.jpg"
@@ -164,3 +190,5 @@ def test_bad_inputs_name_the_problem(predictor, tmp_path):
         predictor(np.zeros((32, 32, 3), dtype=np.float32))
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         type(predictor)("nope.yaml")
+    with pytest.raises(FileNotFoundError, match="missing_weights.pth"):
+        type(predictor)(TINY_CONFIG, str(tmp_path / "missing_weights.pth"), opts=predictor_opts(dataset[1]))

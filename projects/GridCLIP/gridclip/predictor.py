@@ -24,13 +24,13 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import detection_utils
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
+from .checkpoint import GridCLIPCheckpointer
 from .config import add_gridclip_config
 from .data.vocabularies import resolve_vocabulary
 
@@ -115,7 +115,8 @@ class GridCLIPPredictor:
 
     Args:
         config_file: a GridCLIP YAML config (e.g. configs/GridCLIP-R50-FPN-2x.yaml).
-        weights: checkpoint loaded with ``DetectionCheckpointer`` (None = the config's MODEL.WEIGHTS;
+        weights: checkpoint loaded with ``GridCLIPCheckpointer`` (Detectron2's DetectionCheckpointer with
+            safe loading and errors naming corrupt/missing files; None = the config's MODEL.WEIGHTS;
             "" = none, i.e. a randomly initialised detector).
         vocabulary: class names (list) or a vocabulary spec of
             :func:`gridclip.data.vocabularies.resolve_vocabulary` ("lvis", "coco", "voc",
@@ -148,7 +149,7 @@ class GridCLIPPredictor:
                 "grid embeddings and run-time vocabularies exist only then."
             )
         if self.cfg.MODEL.WEIGHTS:
-            DetectionCheckpointer(self.model).load(self.cfg.MODEL.WEIGHTS)
+            GridCLIPCheckpointer(self.model).load(self.cfg.MODEL.WEIGHTS)
         else:
             logger.warning("GridCLIPPredictor: no weights given (MODEL.WEIGHTS is empty); the detector is untrained.")
         self.resize = T.ResizeShortestEdge(
@@ -281,7 +282,8 @@ class GridCLIPPredictor:
         if embeddings.shape != (len(names), self.embed_dim):
             raise ValueError(
                 f"rescore: text embeddings have shape {tuple(embeddings.shape)}, expected "
-                f"({len(names)}, {self.embed_dim}) for {len(names)} names and this model's {self.embed_dim}-dim embeddings."
+                f"({len(names)}, {self.embed_dim}) for {len(names)} names and this model's "
+                f"{self.embed_dim}-dim embeddings."
             )
         if result.grid_embeddings.shape[-1] != self.embed_dim:
             raise ValueError(
