@@ -19,7 +19,7 @@ from detectron2.evaluation import (
 from detectron2.utils import comm
 
 from ..data.datasets import dataset_root, register_synthetic_lvis
-from ..data.synthetic import ensure_synthetic_lvis
+from ..data.synthetic import ensure_synthetic_lvis, synthetic_lvis_paths
 from ..data.build import build_gridclip_test_loader, build_gridclip_train_loader
 from ..data.vocabularies import resolve_vocabulary
 from ..evaluation import GridCLIPLVISEvaluator, format_paper_table, write_paper_table
@@ -52,7 +52,8 @@ def register_generated_datasets(cfg, generate=True):
 
     It lives under ``$DETECTRON2_DATASETS/synthetic_lvis`` and is generated there (deterministically,
     with the generator's defaults) if missing and ``generate``. Registration reads its train json, so
-    it happens on demand rather than on ``import gridclip``.
+    it happens on demand rather than on ``import gridclip``. An existing dataset there is never
+    regenerated, whatever sizes it was generated with.
     """
     names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
     if not any(name.startswith(GENERATED_PREFIX + "_v1") for name in names):
@@ -60,7 +61,10 @@ def register_generated_datasets(cfg, generate=True):
     if f"{GENERATED_PREFIX}_v1_val" in DatasetCatalog.list():
         return None
     root = os.path.join(dataset_root(), GENERATED_PREFIX)
-    if generate:
+    paths = synthetic_lvis_paths(root)
+    missing = not (os.path.isfile(paths["train_json"]) and os.path.isfile(paths["val_json"]))
+    if generate and missing:
+        # A dataset already there (possibly generated with other sizes by the user) is used as it is.
         ensure_synthetic_lvis(root)
     return register_synthetic_lvis(root, prefix=GENERATED_PREFIX)
 
