@@ -173,3 +173,20 @@ def test_cli_writes_the_dataset(tmp_path, repo_root):
     assert len(train["images"]) == 120 and len(train["categories"]) == 6
     assert train["info"]["generator"]["image_size"] == [64, 64]
     assert "rare" in result.stdout and str(root) in result.stdout
+
+
+def test_val_categories_carry_training_statistics(synthetic_lvis):
+    """As in LVIS v1: frequency, image_count and instance_count in the val json are the train split's."""
+    import json
+
+    with open(synthetic_lvis.paths["train_json"]) as f:
+        train = json.load(f)
+    with open(synthetic_lvis.paths["val_json"]) as f:
+        val = json.load(f)
+    assert val["categories"] == train["categories"]
+    images_per_category = {}
+    for a in train["annotations"]:
+        images_per_category.setdefault(a["category_id"], set()).add(a["image_id"])
+    assert [c["image_count"] for c in val["categories"]] == [
+        len(images_per_category[c["id"]]) for c in val["categories"]
+    ]

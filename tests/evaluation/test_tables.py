@@ -60,3 +60,13 @@ def test_write_paper_table_creates_folders(tmp_path):
     path = tmp_path / "out" / "eval" / "paper_table.md"
     text = write_paper_table(LVIS, str(path), title="t")
     assert path.read_text() == text and "| 15.0 | 22.7 | 32.5 |" in text
+
+
+def test_not_evaluated_groups_print_as_dash():
+    """LVIS/COCO return -1 (x100) for a group without ground truth, e.g. APl when no object is large."""
+    from gridclip.evaluation.tables import format_paper_table
+
+    metrics = {"AP": 26.0, "AP50": 33.6, "AP75": 29.7, "APs": 35.2, "APm": 40.1, "APl": -100.0,
+               "APr": 9.6, "APc": 22.6, "APf": 49.2}
+    row = format_paper_table({"bbox": metrics}).splitlines()[-1]
+    assert row == "| GridCLIP | 26.0 | 33.6 | 29.7 | 35.2 | 40.1 | - | 9.6 | 22.6 | 49.2 |"

@@ -61,7 +61,7 @@ _TEXTURE_PHRASES = {
 
 #: LVIS's image-count rule needs > 100 training images for a "frequent" category.
 MIN_TRAIN_IMAGES = 120
-_DATASET_VERSION = "1.0"
+_DATASET_VERSION = "1.1"  # 1.1: both splits carry the training statistics, as LVIS v1 does
 
 
 def frequency_from_image_count(image_count):
@@ -447,7 +447,7 @@ def generate_synthetic_lvis(
             instances[a["category_id"] - 1] += 1
         return [len(s) for s in image_sets], instances
 
-    train_image_counts, _ = counts(splits["train"][1], num_categories)
+    train_image_counts, train_instance_counts = counts(splits["train"][1], num_categories)
     frequencies = [frequency_from_image_count(n) for n in train_image_counts]
     val_image_counts, _ = counts(splits["val"][1], num_categories)
     missing_val = [i + 1 for i, n in enumerate(val_image_counts) if n == 0]
@@ -457,10 +457,11 @@ def generate_synthetic_lvis(
             f"{missing_val}, train image counts {train_image_counts}."
         )
 
+    # As in LVIS v1, both jsons carry the same category records with the TRAINING statistics
+    # (image_count / instance_count / frequency): evaluation tools sort and group categories by them.
     class_names = []
     for split in ("train", "val"):
         images, annotations = splits[split]
-        image_counts, instance_counts = counts(annotations, num_categories)
         category_records = []
         for index, (colour, texture, shape) in enumerate(categories):
             name = f"{colour} {texture} {shape}"
@@ -473,8 +474,8 @@ def generate_synthetic_lvis(
                 "def": f"a {colour} {shape} {_TEXTURE_PHRASES[texture]}, drawn on a cluttered background",
                 "synset": f"{colour}_{texture}_{shape}.n.01",
                 "frequency": frequencies[index],
-                "image_count": image_counts[index],
-                "instance_count": instance_counts[index],
+                "image_count": train_image_counts[index],
+                "instance_count": train_instance_counts[index],
             })
         data = {
             "info": {

@@ -74,7 +74,8 @@ def _format_value(value):
     if value is None:
         return "-"
     value = float(value)
-    return "-" if math.isnan(value) else f"{value:.1f}"
+    # LVIS/COCO report -1 (x100 in Detectron2) for a group with no ground truth (e.g. APl without large objects).
+    return "-" if math.isnan(value) or value < 0 else f"{value:.1f}"
 
 
 def format_paper_table(results, title=None, row_label="GridCLIP"):
