@@ -379,6 +379,8 @@ def measure_train_step(model, batch, device, precision, amp_dtype, iters, warmup
                 trainer.run_step()
                 _sync(device)
                 elapsed = time.perf_counter() - start
+                for hook in hooks:  # as Detectron2's training loop (the teacher hook logs CUDA timings here)
+                    hook.after_step()
                 if i >= warmup:
                     step_times.append(elapsed)
                     if teacher_hook is not None:

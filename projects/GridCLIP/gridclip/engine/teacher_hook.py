@@ -99,6 +99,7 @@ class TeacherEmbeddingHook(HookBase):
         self._cache = {}
         self._wrapped_trainer = None
         self._original_iterator = None
+        self._pending_cuda_timing = None
 
     @classmethod
     def from_config(cls, cfg):
@@ -174,6 +175,13 @@ class TeacherEmbeddingHook(HookBase):
                 torch.cuda.empty_cache()
             logger.info("Teacher released.")
 
+    def after_step(self):
+        if self._pending_cuda_timing is not None:
+            cuda_start, cuda_end = self._pending_cuda_timing
+            self._pending_cuda_timing = None
+            cuda_end.synchronize()  # already complete after the step's loss logging: returns at once
+            self.trainer.storage.put_scalar("time/teacher", cuda_start.elapsed_time(cuda_end) / 1000.0)
+
     def _iterate_with_teacher(self, iterator):
         for batch in iterator:
             self.add_teacher_embeddings(batch)
@@ -204,6 +212,9 @@ class TeacherEmbeddingHook(HookBase):
             raise RuntimeError("TeacherEmbeddingHook: the teacher has been released (training ended).")
         start = time.perf_counter()
         device = self.teacher.device
+        if device.type == "cuda":
+            cuda_start = torch.cuda.Event(enable_timing=True)
+            cuda_start.record()
         if self.cache_embeddings:
             keys = [self._cache_key(d) for d in batch]
             todo = [i for i, key in enumerate(keys) if key not in self._cache]
@@ -226,14 +237,18 @@ class TeacherEmbeddingHook(HookBase):
             for i, d in enumerate(batch):
                 if i not in computed:
                     d["teacher_embedding"] = self._cache[keys[i]].to(device, non_blocking=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        elapsed = time.perf_counter() - start
         try:
             storage = get_event_storage()
         except AssertionError:  # no training loop open (e.g. called directly)
             return batch
-        storage.put_scalar("time/teacher", elapsed)
+        if device.type == "cuda":
+            # Timed with CUDA events, read in after_step once Detectron2's loss logging has synchronised:
+            # the hook adds no host-device sync to the training step.
+            cuda_end = torch.cuda.Event(enable_timing=True)
+            cuda_end.record()
+            self._pending_cuda_timing = (cuda_start, cuda_end)
+        else:
+            storage.put_scalar("time/teacher", time.perf_counter() - start)
         if self.cache_embeddings and batch:
             storage.put_scalar("teacher/cache_hit_rate", 1.0 - len(todo) / len(batch))
         return batch
