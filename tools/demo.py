@@ -224,11 +224,8 @@ def run_video(predictor, video_path, metadata, output):
             print(f"{video_path} frame {index}: {len(detections)} detections: {describe(detections)}", flush=True)
             if writer is not None:
                 writer.write(vis)
-            else:
-                cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
-                cv2.imshow(WINDOW_NAME, vis)
-                if cv2.waitKey(1) == 27:
-                    break
+            elif show_frame(vis):
+                break
     finally:
         capture.release()
         if writer is not None:
@@ -240,6 +237,13 @@ def run_video(predictor, video_path, metadata, output):
     logger.info("%s: %d frames in %.2fs (%.3fs per frame)%s", video_path, count, elapsed, elapsed / count,
                 f", written to {target}" if writer is not None else "")
     return []
+
+
+def show_frame(vis):
+    """Show one visualised frame in the demo window; True when the user pressed Esc (stop)."""
+    cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
+    cv2.imshow(WINDOW_NAME, vis)
+    return cv2.waitKey(1) == 27
 
 
 def run_webcam(predictor, metadata, output):
@@ -257,9 +261,7 @@ def run_webcam(predictor, metadata, output):
                     os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
                     writer = video_writer_for(target, 15, vis.shape[1], vis.shape[0])
                 writer.write(vis)
-            cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
-            cv2.imshow(WINDOW_NAME, vis)
-            if cv2.waitKey(1) == 27:
+            if show_frame(vis):
                 break
     finally:
         capture.release()
