@@ -4,7 +4,6 @@ import os
 
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
 import gridclip
@@ -20,11 +19,7 @@ CONFIGS = sorted(
 
 
 def load(path, opts=()):
-    cfg = get_cfg()
-    gridclip.add_gridclip_config(cfg)
-    cfg.merge_from_file(os.path.join(REPO, path))
-    cfg.merge_from_list(list(opts))
-    return cfg
+    return gridclip.get_gridclip_cfg(os.path.join(REPO, path), opts)
 
 
 @pytest.fixture
@@ -106,3 +101,10 @@ def test_paper_rows_differ_only_where_the_paper_says():
         cfg = load(f"configs/transfer/GridCLIP-R50-{transfer}.yaml")
         assert cfg.MODEL.FCOS.NMS_THRESH_TEST == 0.6
         assert cfg.MODEL.GRIDCLIP.TEST_VOCABULARY == transfer.lower()
+
+
+def test_get_gridclip_cfg_names_a_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="GridCLIP config file not found: .*nope.yaml"):
+        gridclip.get_gridclip_cfg(str(tmp_path / "nope.yaml"))
+    cfg = gridclip.get_gridclip_cfg(opts=["MODEL.GRIDCLIP.IMAGE_LOSS_WEIGHT", "3.0"])
+    assert cfg.MODEL.META_ARCHITECTURE == "GridCLIP" and cfg.MODEL.GRIDCLIP.IMAGE_LOSS_WEIGHT == 3.0

@@ -40,20 +40,19 @@ import torch
 import gridclip  # noqa: F401  (first: applies the Detectron2 compatibility fixes, registers GridCLIP)
 import torchvision  # noqa: E402
 from detectron2 import model_zoo  # noqa: E402
-from detectron2.config import get_cfg, instantiate  # noqa: E402
+from detectron2.config import instantiate  # noqa: E402
 from detectron2.engine import AMPTrainer, SimpleTrainer  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 from detectron2.structures import Boxes, Instances  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
 from fvcore.nn import parameter_count  # noqa: E402
 
-from gridclip import add_gridclip_config  # noqa: E402
 from gridclip.engine.teacher_hook import TeacherEmbeddingHook  # noqa: E402
 from gridclip.modeling.head import TextEmbeddingClassifier  # noqa: E402
 from gridclip.modeling.meta_arch import GridCLIP  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from count_parameters import parameter_breakdown  # noqa: E402
+from count_parameters import parameter_breakdown, random_weights_config  # noqa: E402
 
 __all__ = [
     "build_gridclip",
@@ -128,25 +127,6 @@ def machine_slug(info: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------- models
-def gridclip_config(config_file: str, opts, device: str):
-    """The GridCLIP config with random weights (CLIP and teacher), on ``device``, frozen."""
-    cfg = get_cfg()
-    add_gridclip_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
-    cfg.MODEL.DEVICE = device
-    cfg.MODEL.WEIGHTS = ""
-    cfg.MODEL.CLIP.PRETRAINED = ""
-    cfg.MODEL.GRIDCLIP.TEACHER.PRETRAINED = ""
-    if cfg.MODEL.GRIDCLIP.GRID_ALIGN:
-        # Real vocabularies are replaced by random embeddings below: skip encoding them.
-        cfg.MODEL.GRIDCLIP.TRAIN_VOCABULARY = "object,thing"
-        cfg.MODEL.GRIDCLIP.TEST_VOCABULARY = "object,thing"
-        cfg.MODEL.GRIDCLIP.PROMPT_TEMPLATES = "single"
-    cfg.freeze()
-    return cfg
-
-
 def build_gridclip(cfg, num_train_classes: int, num_test_classes: int, seed: int = 0):
     """
     GridCLIP with random weights whose cosine classifier scores ``num_train_classes`` (training) and
@@ -428,7 +408,8 @@ def run_benchmark(args):
     amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[args.amp_dtype or ("fp16" if device.type == "cuda" else "bf16")]
     memory = _PeakMemory(device)
     height, width = args.size
-    cfg = gridclip_config(args.config_file, args.opts, args.device)
+    # Real vocabularies are replaced by random embeddings in build_gridclip: skip encoding them.
+    cfg = random_weights_config(args.config_file, args.opts, args.device)
     test_input, train = make_inputs(height, width, args.train_batch, seed=args.seed)
     gridclip_name = os.path.splitext(os.path.basename(args.config_file))[0]
     num_train = args.num_train_classes

@@ -23,7 +23,6 @@ import sys
 import torch
 
 import gridclip  # first: applies the Detectron2 compatibility fixes
-from detectron2.config import get_cfg
 from detectron2.utils.logger import setup_logger
 from gridclip.data.vocabularies import parse_custom_vocabulary, resolve_vocabulary
 from gridclip.modeling.clip_loading import pretrained_identity
@@ -88,12 +87,7 @@ def get_parser():
 
 
 def _load_config(args):
-    cfg = get_cfg()
-    gridclip.add_gridclip_config(cfg)
-    if args.config_file:
-        cfg.merge_from_file(args.config_file)
-    if args.opts:
-        cfg.merge_from_list(args.opts)
+    cfg = gridclip.get_gridclip_cfg(args.config_file, args.opts)
     cfg.freeze()
     return cfg
 

@@ -13,11 +13,10 @@ import argparse
 import sys
 
 import gridclip  # noqa: F401  (first: applies the Detectron2 compatibility fixes, registers GridCLIP)
-from detectron2.config import get_cfg  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 from fvcore.nn import parameter_count  # noqa: E402
 
-from gridclip import add_gridclip_config  # noqa: E402
+from gridclip import get_gridclip_cfg  # noqa: E402
 
 PAPER_INFERENCE_PARAMETERS = 56.4e6
 
@@ -69,20 +68,28 @@ def format_breakdown(rows, title):
     return "\n".join(lines)
 
 
-def build_random_model(config_file, opts):
-    cfg = get_cfg()
-    add_gridclip_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(opts)
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.CLIP.PRETRAINED = ""
+def random_weights_config(config_file, opts=(), device="cpu"):
+    """
+    The config's architecture with random weights (backbone CLIP, teacher, MODEL.WEIGHTS) on
+    ``device``, frozen. With grid alignment the vocabularies become two names and one template:
+    text embeddings are buffers, so they change no parameter count, and encoding LVIS's real
+    vocabularies would take hours on a CPU.
+    """
+    cfg = get_gridclip_cfg(config_file, opts)
+    cfg.MODEL.DEVICE = device
     cfg.MODEL.WEIGHTS = ""
+    cfg.MODEL.CLIP.PRETRAINED = ""
+    cfg.MODEL.GRIDCLIP.TEACHER.PRETRAINED = ""
     if cfg.MODEL.GRIDCLIP.GRID_ALIGN:
         cfg.MODEL.GRIDCLIP.TRAIN_VOCABULARY = "object,thing"
         cfg.MODEL.GRIDCLIP.TEST_VOCABULARY = "object,thing"
         cfg.MODEL.GRIDCLIP.PROMPT_TEMPLATES = "single"
     cfg.freeze()
-    return build_model(cfg)
+    return cfg
+
+
+def build_random_model(config_file, opts):
+    return build_model(random_weights_config(config_file, opts))
 
 
 def main(argv=None):

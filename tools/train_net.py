@@ -12,13 +12,11 @@ Resume a stopped run from OUTPUT_DIR/last_checkpoint:
 Without CUDA, ``--num-gpus N`` starts N CPU processes with the gloo backend.
 """
 import logging
-import os
 import sys
 
 import torch
 
 import gridclip  # first: applies the Detectron2 compatibility fixes before detectron2 is imported
-from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -33,12 +31,10 @@ def load_config(args):
     """GridCLIP config from ``--config-file`` and the command-line overrides (not frozen)."""
     if not args.config_file:
         raise SystemExit("--config-file is required (e.g. configs/GridCLIP-R50-FPN-2x.yaml)")
-    if not os.path.isfile(args.config_file):
-        raise SystemExit(f"Config file not found: {args.config_file}")
-    cfg = get_cfg()
-    gridclip.add_gridclip_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    try:
+        cfg = gridclip.get_gridclip_cfg(args.config_file, args.opts)
+    except FileNotFoundError as e:
+        raise SystemExit(str(e)) from None
     if not torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda"):
         cfg.MODEL.DEVICE = "cpu"
     return cfg

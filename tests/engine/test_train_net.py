@@ -131,17 +131,13 @@ def test_eval_only_writes_table_and_is_repeatable(trained):
 
 def test_training_vocabulary_is_base_and_test_vocabulary_is_all(trained, monkeypatch):
     import gridclip  # noqa: F401
-    from detectron2.config import get_cfg
     from detectron2.data import DatasetCatalog, MetadataCatalog
     from gridclip.engine.trainer import GridCLIPTrainer, register_generated_datasets
 
     workdir, _, _ = trained
     monkeypatch.setenv("DETECTRON2_DATASETS", str(workdir / "datasets"))
     monkeypatch.setenv("GRIDCLIP_CACHE", str(workdir / "cache"))
-    cfg = get_cfg()
-    gridclip.add_gridclip_config(cfg)
-    cfg.merge_from_file(BASE_CONFIG)
-    cfg.merge_from_list(TINY_OPTS)
+    cfg = gridclip.get_gridclip_cfg(BASE_CONFIG, TINY_OPTS)
     register_generated_datasets(cfg, generate=False)
 
     base_dicts = DatasetCatalog.get("synthetic_lvis_v1_train_base")

@@ -5,7 +5,6 @@ teacher, random init: no network) written as a YAML file, as a user would.
 import os
 
 import pytest
-from detectron2.config import get_cfg
 
 import gridclip
 
@@ -61,11 +60,7 @@ def write_tiny_config(path, train, test, output_dir):
 
 
 def load_tiny_cfg(path, *opts):
-    cfg = get_cfg()
-    gridclip.add_gridclip_config(cfg)
-    cfg.merge_from_file(str(path))
-    cfg.merge_from_list(list(opts))
-    return cfg
+    return gridclip.get_gridclip_cfg(path, opts)
 
 
 @pytest.fixture

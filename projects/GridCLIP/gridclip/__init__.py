@@ -8,7 +8,7 @@ from . import compat
 
 compat.apply_all()
 
-from .config import add_gridclip_config  # noqa: E402
+from .config import add_gridclip_config, get_gridclip_cfg  # noqa: E402
 from .modeling import clip_configs  # noqa: E402,F401  (registers the tiny open_clip configs)
 from .data import datasets  # noqa: E402,F401  (registers the LVIS open-vocabulary datasets)
 from .modeling import meta_arch  # noqa: E402,F401  (registers GridCLIP and its backbones)

@@ -26,6 +26,8 @@ from typing import List, Optional
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
+from .utils import unwrap_model
+
 __all__ = ["CorruptCheckpointError", "GridCLIPCheckpointer", "is_intact_checkpoint", "safe_load_pickle"]
 
 #: extra checkpoint entry holding the model's training vocabulary (a list of str)
@@ -120,10 +122,6 @@ def safe_load_pickle(path: str):
             ) from None
 
 
-def _unwrap(model):
-    return model.module if hasattr(model, "module") else model
-
-
 # ---------------------------------------------------------------------------------------- checkpointer
 class GridCLIPCheckpointer(DetectionCheckpointer):
     """
@@ -153,7 +151,7 @@ class GridCLIPCheckpointer(DetectionCheckpointer):
         data = {"model": self.model.state_dict()}
         for key, obj in self.checkpointables.items():
             data[key] = obj.state_dict()
-        names = getattr(_unwrap(self.model), "train_class_names", None)
+        names = getattr(unwrap_model(self.model), "train_class_names", None)
         if names is not None:
             data[VOCABULARY_KEY] = [str(n) for n in names]
         data.update(kwargs)
@@ -287,7 +285,7 @@ class GridCLIPCheckpointer(DetectionCheckpointer):
     def _load_model(self, checkpoint):
         checkpoint_names = checkpoint.pop(VOCABULARY_KEY, None)
         incompatible = super()._load_model(checkpoint)
-        model_names = getattr(_unwrap(self.model), "train_class_names", None)
+        model_names = getattr(unwrap_model(self.model), "train_class_names", None)
         if model_names is None:
             return incompatible
         num_model = len(model_names)

@@ -4,9 +4,12 @@
 Defaults describe the paper's GridCLIP-R50 (LVIS v1 open-vocabulary, ViT-B/32 teacher); the YAML
 files under ``configs/`` state only what differs.
 """
-from detectron2.config import CfgNode as CN
+import os
 
-__all__ = ["add_gridclip_config", "CLIP_PIXEL_MEAN", "CLIP_PIXEL_STD"]
+from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
+
+__all__ = ["add_gridclip_config", "get_gridclip_cfg", "CLIP_PIXEL_MEAN", "CLIP_PIXEL_STD"]
 
 # CLIP's normalisation in Detectron2's 0-255 RGB convention (mean/std of CLIP's preprocess × 255).
 CLIP_PIXEL_MEAN = [122.7709383, 116.7460125, 104.09373615]
@@ -126,4 +129,19 @@ def add_gridclip_config(cfg):
     # Which evaluator ("" = by dataset name: lvis → LVISEvaluator, coco → COCOEvaluator, voc →
     # PascalVOCDetectionEvaluator).
     _C.TEST.EVALUATOR = ""
+    return cfg
+
+
+def get_gridclip_cfg(config_file=None, opts=()):
+    """
+    Detectron2's defaults + GridCLIP's keys, then ``config_file`` (if given) and ``opts`` (a flat
+    ``[KEY, VALUE, ...]`` list). Returned unfrozen.
+    """
+    cfg = add_gridclip_config(get_cfg())
+    if config_file:
+        config_file = os.fspath(config_file)
+        if not os.path.isfile(config_file):
+            raise FileNotFoundError(f"GridCLIP config file not found: {config_file}")
+        cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts or ()))
     return cfg

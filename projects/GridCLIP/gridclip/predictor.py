@@ -24,14 +24,13 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from detectron2.config import get_cfg
 from detectron2.data import detection_utils
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
 from .checkpoint import GridCLIPCheckpointer
-from .config import add_gridclip_config
+from .config import get_gridclip_cfg
 from .data.vocabularies import resolve_vocabulary
 
 __all__ = ["Detections", "GridCLIPPredictor", "load_predictor_config"]
@@ -87,13 +86,7 @@ def load_predictor_config(config_file, weights=None, opts=(), device=None, confi
     list), ``weights`` → MODEL.WEIGHTS, ``device`` → MODEL.DEVICE (CUDA falls back to CPU when not
     available), ``confidence_threshold`` → MODEL.FCOS.SCORE_THRESH_TEST.
     """
-    config_file = os.fspath(config_file)
-    if not os.path.isfile(config_file):
-        raise FileNotFoundError(f"GridCLIP config file '{config_file}' does not exist.")
-    cfg = get_cfg()
-    add_gridclip_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts or ()))
+    cfg = get_gridclip_cfg(config_file, opts)
     if weights is not None:
         cfg.MODEL.WEIGHTS = os.fspath(weights)
     if device is not None:

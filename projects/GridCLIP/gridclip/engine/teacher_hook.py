@@ -24,6 +24,7 @@ from detectron2.engine import HookBase
 from detectron2.utils.events import get_event_storage
 
 from ..modeling.teacher import CLIPImageTeacher
+from ..utils import unwrap_model
 
 __all__ = ["TeacherEmbeddingHook", "check_teacher_cache_allowed"]
 
@@ -53,13 +54,6 @@ def check_teacher_cache_allowed(cfg):
             + ". Set MODEL.GRIDCLIP.TEACHER.CACHE_EMBEDDINGS False, or train with a single MIN_SIZE_TRAIN "
             "and no crop."
         )
-
-
-def _unwrap(model):
-    """The module inside a DistributedDataParallel / DataParallel wrapper."""
-    return model.module if isinstance(
-        model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
-    ) else model
 
 
 def _module_device(module):
@@ -143,7 +137,7 @@ class TeacherEmbeddingHook(HookBase):
                 "build a new hook for a new run."
             )
         inner = self._inner_trainer()
-        model = _unwrap(inner.model)
+        model = unwrap_model(inner.model)
         model_dim = getattr(model, "teacher_dim", None)
         if model_dim is not None and int(model_dim) != self.teacher.embed_dim:
             raise ValueError(

@@ -24,6 +24,7 @@ from ..data.build import build_gridclip_test_loader, build_gridclip_train_loader
 from ..data.vocabularies import resolve_vocabulary
 from ..evaluation import GridCLIPLVISEvaluator, format_paper_table, write_paper_table
 from ..checkpoint import GridCLIPCheckpointer
+from ..utils import unwrap_model
 from .health import FiniteLossHook
 from .teacher_hook import TeacherEmbeddingHook
 
@@ -32,18 +33,12 @@ __all__ = [
     "build_evaluator",
     "evaluator_type_of",
     "register_generated_datasets",
-    "unwrap_model",
 ]
 
 #: dataset-name prefix of the generated long-tail dataset (configs/GridCLIP-Tiny-Synthetic.yaml)
 GENERATED_PREFIX = "synthetic_lvis"
 
 logger = logging.getLogger(__name__)
-
-
-def unwrap_model(model):
-    """The model inside DDP / DataParallel wrappers."""
-    return model.module if hasattr(model, "module") else model
 
 
 def register_generated_datasets(cfg, generate=True):
