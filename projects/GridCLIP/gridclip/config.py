@@ -66,6 +66,15 @@ def add_gridclip_config(cfg):
     _C.MODEL.FCOS.FOCAL_LOSS_ALPHA = 0.25
     _C.MODEL.FCOS.FOCAL_LOSS_GAMMA = 2.0
     _C.MODEL.FCOS.CENTER_SAMPLING_RADIUS = 1.5
+    # Learnable per-level scalar on the box-regression output (MMDetection's FCOSHead ``scales``,
+    # each initialised to 1.0). False = none (Detectron2's FCOS: no benefit once the targets are
+    # normalised by the stride).
+    _C.MODEL.FCOS.REG_SCALE = False
+    # Weighting of the GIoU box loss over positive locations: "none" (Detectron2's FCOS: every
+    # positive counts 1, normalised by the EMA of the number of positives) or "centerness"
+    # (MMDetection's FCOSHead: weighted by each positive's centerness target, normalised by the sum
+    # of those targets).
+    _C.MODEL.FCOS.BOX_REG_WEIGHTING = "none"
     # Inference (paper §4.1): score threshold, candidates per level, class-wise NMS IoU.
     _C.MODEL.FCOS.SCORE_THRESH_TEST = 0.05
     _C.MODEL.FCOS.TOPK_CANDIDATES_TEST = 1000
@@ -92,6 +101,16 @@ def add_gridclip_config(cfg):
     # Prompt templates for text embeddings: "vild" (ViLD's 63 detection templates), "single"
     # ("a photo of a {}."), or a text file with one template per line containing "{}".
     _C.MODEL.GRIDCLIP.PROMPT_TEMPLATES = "vild"
+    # ViLD's notebook (FLAGS.this_is) prefixes "This is " to every prompt that starts with "a" or
+    # "the" (e.g. "This is a photo of a cat."). Off by default: the paper does not say.
+    _C.MODEL.GRIDCLIP.PROMPT_THIS_IS = False
+    # The CLIP whose TEXT tower embeds the class names (the class-embedding space the head's
+    # embedding conv outputs into). MODEL_NAME "" = the backbone CLIP (MODEL.CLIP.MODEL_NAME with
+    # MODEL.CLIP.PRETRAINED; the paper's wording). Another name (e.g. "ViT-B-32-quickgelu", 512-d,
+    # the teacher's space as in ViLD) uses its own PRETRAINED ("openai", a local file, "" = random).
+    _C.MODEL.GRIDCLIP.TEXT_ENCODER = CN()
+    _C.MODEL.GRIDCLIP.TEXT_ENCODER.MODEL_NAME = ""
+    _C.MODEL.GRIDCLIP.TEXT_ENCODER.PRETRAINED = "openai"
     # Cache folder for text embeddings ("" = $GRIDCLIP_CACHE or ~/.cache/gridclip).
     _C.MODEL.GRIDCLIP.EMBEDDINGS_CACHE_DIR = ""
     # Channels of the grid adapter z → z' (3 × conv3x3, paper: 256).
@@ -114,9 +133,20 @@ def add_gridclip_config(cfg):
     _C.MODEL.GRIDCLIP.TEACHER.PRETRAINED = "openai"
     # Run the teacher under autocast on CUDA (fp16).
     _C.MODEL.GRIDCLIP.TEACHER.AMP = True
+    # What the teacher sees of each augmented training image: "center_crop" (CLIP's own inference
+    # transform: shortest side -> input size, centre crop; drops 25-45 % of a 4:3-16:9 image) or
+    # "letterbox" (the whole image: longest side -> input size, padded to the square input with
+    # CLIP's mean colour, i.e. 0 after normalisation), as z̄ sees the whole image.
+    _C.MODEL.GRIDCLIP.TEACHER.INPUT = "center_crop"
     # Cache teacher embeddings by (image id, flip); only valid for schedules without random crop
     # or multi-scale (the teacher's 224 input is then the same each epoch).
     _C.MODEL.GRIDCLIP.TEACHER.CACHE_EMBEDDINGS = False
+
+    # ---------------------------------------------------------------- solver (gridclip.engine.solver)
+    # SOLVER.CLIP_GRADIENTS.CLIP_TYPE also accepts "full_model": clip the global L2 norm of all
+    # gradients together (torch.nn.utils.clip_grad_norm_, as MMDetection's grad_clip), besides
+    # Detectron2's "value" and "norm" (which clip EACH parameter's gradient separately).
+    # (SOLVER.WARMUP_METHOD "constant" / "linear" are Detectron2's and match MMDetection's warm-ups.)
 
     # ---------------------------------------------------------------- data
     # Skip (and count, with a warning) images that fail to load during training; False = fail.
