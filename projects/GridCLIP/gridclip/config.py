@@ -79,7 +79,9 @@ def add_gridclip_config(cfg):
     _C.MODEL.FCOS.SCORE_THRESH_TEST = 0.05
     _C.MODEL.FCOS.TOPK_CANDIDATES_TEST = 1000
     _C.MODEL.FCOS.NMS_THRESH_TEST = 0.5
-    # Final score: "sqrt" = sqrt(sigmoid(cls) * sigmoid(ctr)) (Detectron2's FCOS) or "product".
+    # Final score: "sqrt" = sqrt(sigmoid(cls) * sigmoid(ctr)) (Detectron2's FCOS), "product" =
+    # sigmoid(cls) * sigmoid(ctr) (threshold and top-k on it), or "mmdet" = MMDetection's FCOS rule
+    # (threshold and top-k on sigmoid(cls), then score = sigmoid(cls) * sigmoid(ctr), no sqrt).
     _C.MODEL.FCOS.SCORE_MODE = "sqrt"
     # Paper: 300 detections per image.
     _C.TEST.DETECTIONS_PER_IMAGE = 300
@@ -124,6 +126,21 @@ def add_gridclip_config(cfg):
     _C.MODEL.GRIDCLIP.LEARN_LOGIT_SCALE = True
     # Attach each detection's grid embedding (G at its location) to the output instances.
     _C.MODEL.GRIDCLIP.RETURN_GRID_EMBEDDINGS = False
+
+    # ---------------------------------------------------------------- inference speed-ups (exact)
+    # (gridclip/modeling/inference_optimization.py, decoding.py; same detections as without them)
+    _C.MODEL.GRIDCLIP.INFERENCE = CN()
+    # Fold (frozen or eval-mode) BatchNorms into the preceding convs at inference (no_grad, eval
+    # mode only; parameters and checkpoints are unchanged).
+    _C.MODEL.GRIDCLIP.INFERENCE.FOLD_BN = True
+    # Run the backbone and head in channels_last memory format at inference.
+    _C.MODEL.GRIDCLIP.INFERENCE.CHANNELS_LAST = True
+    # Candidate selection per level: "bound" (exact, skips pairs below the k-th best location),
+    # "threshold" (the threshold bound only) or "dense" (score every pair; the reference).
+    _C.MODEL.GRIDCLIP.INFERENCE.DECODER = "bound"
+    # torch.compile the backbone and head for inference (opt-in; a one-off compile of about a minute
+    # at R50 size on a CPU, recompiles for new input sizes).
+    _C.MODEL.GRIDCLIP.INFERENCE.COMPILE = False
 
     # ---------------------------------------------------------------- image-level teacher
     _C.MODEL.GRIDCLIP.TEACHER = CN()
