@@ -5,13 +5,13 @@ Generate GridCLIP's long-tailed synthetic dataset in LVIS v1 format (the embedde
     python datasets/generate_synthetic_lvis.py --root datasets/synthetic_lvis
     python datasets/generate_synthetic_lvis.py --root /tmp/synth --num-train-images 200 --image-size 96 --seed 1
 
-Same arguments -> byte-identical files. See datasets/README.md and gridclip/data/synthetic.py.
+Same arguments -> byte-identical files. See datasets/README.md and gridclip/data/world/detection.py.
 """
 import argparse
 import os
 import sys
 
-from gridclip.data.synthetic import DEFAULT_GENERATOR_ARGS, ensure_synthetic_lvis, generate_synthetic_lvis
+from gridclip.data.world import DEFAULT_GENERATOR_ARGS, ensure_synthetic_lvis, generate_synthetic_lvis
 
 
 def parse_args(argv=None):

@@ -35,7 +35,7 @@ def embeddings_cache(tmp_path, monkeypatch):
 
 
 from gridclip.data.datasets import register_synthetic_lvis  # noqa: E402
-from gridclip.data.synthetic import generate_synthetic_lvis  # noqa: E402
+from gridclip.data.world import generate_synthetic_lvis  # noqa: E402
 
 #: small enough to generate in about a second, large enough for all three LVIS frequency groups
 SMALL_SYNTHETIC_LVIS_KWARGS = dict(

@@ -32,7 +32,7 @@ def train_tiny_checkpoint(workdir):
     Train the tiny config for a few iterations on the generated dataset (its default size, as
     tools/train_net.py generates it) under ``workdir/datasets``; returns (weights, env, dataset root).
     """
-    from gridclip.data.synthetic import ensure_synthetic_lvis
+    from gridclip.data.world import ensure_synthetic_lvis
 
     root = str(workdir / "datasets" / "synthetic_lvis")
     ensure_synthetic_lvis(root)

@@ -3,7 +3,7 @@
 The embedded default (what ``make demo`` runs): GridCLIP trained and evaluated end to end on CPU.
 
 1. generates the long-tailed LVIS-format dataset under $DETECTRON2_DATASETS/synthetic_lvis (default
-   ./datasets) if it is missing (deterministic; gridclip.data.synthetic);
+   ./datasets) if it is missing (deterministic; gridclip.data.world);
 2. trains configs/GridCLIP-Tiny-Synthetic.yaml with tools/train_net.py's machinery (GridCLIPTrainer:
    tiny random-init CLIP RN backbone, frozen tiny CLIP ViT teacher for image-level alignment) on the
    base classes (rare categories' annotations removed: the open-vocabulary protocol);

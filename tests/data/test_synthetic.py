@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gridclip.data.synthetic import (
+from gridclip.data.world import (
     COLOURS,
     ensure_synthetic_lvis,
     frequency_from_image_count,
@@ -70,13 +70,21 @@ def test_frequency_field_follows_lvis_rule_on_train_image_counts(synthetic_lvis)
     assert [c["frequency"] for c in val["categories"]] == [c["frequency"] for c in train["categories"]]
 
 
-def test_default_size_spans_all_groups_with_several_categories_each(tmp_path):
-    # the embedded default (make demo): 24 categories, a few in each group
-    paths = generate_synthetic_lvis(str(tmp_path / "default"), num_train_images=320, num_val_images=8)
+def test_default_world_split_has_12_rare_categories_made_of_base_attributes(tmp_path):
+    # the embedded default (make demo): 48 world objects, 12 of them rare (novel: never annotated in
+    # training), each rare one in at most 3 training images and a new combination of base attributes
+    paths = generate_synthetic_lvis(str(tmp_path / "default"), num_val_images=40)
     counts = {g: paths["frequencies"].count(g) for g in "rcf"}
-    assert len(paths["class_names"]) == 24
-    assert counts["r"] >= 4 and counts["c"] >= 4 and counts["f"] >= 4, counts
-    assert max(paths["train_image_counts"]) > 100 and min(paths["train_image_counts"]) <= 10
+    assert len(paths["class_names"]) == 48
+    assert counts["r"] >= 12 and counts["c"] >= 12 and counts["f"] >= 4, counts
+    assert max(paths["train_image_counts"]) > 100
+    rare = [t for t, f in zip(paths["categories"], paths["frequencies"]) if f == "r"]
+    base = [t for t, f in zip(paths["categories"], paths["frequencies"]) if f != "r"]
+    assert all(n <= 3 for n, f in zip(paths["train_image_counts"], paths["frequencies"]) if f == "r")
+    for colour, texture, shape in rare:
+        assert any(b[0] == colour for b in base) and any(b[1] == texture for b in base)
+        assert any(b[2] == shape for b in base)
+    assert paths["attribute_coverage"] is True
 
 
 def test_lvis_fields_and_category_names(synthetic_lvis):
@@ -145,7 +153,7 @@ def test_too_few_train_images_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="frequent"):
         generate_synthetic_lvis(str(tmp_path), num_train_images=50)
     with pytest.raises(ValueError, match="num_categories"):
-        generate_synthetic_lvis(str(tmp_path), num_categories=40)
+        generate_synthetic_lvis(str(tmp_path), num_categories=193)
 
 
 def test_ensure_reuses_matching_data_and_regenerates_otherwise(tmp_path):

@@ -12,7 +12,7 @@ import textwrap
 import pytest
 import torch
 
-from gridclip.data.synthetic import generate_synthetic_lvis
+from gridclip.data.world import generate_synthetic_lvis
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -75,7 +75,7 @@ def copypaste_metrics(output):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One short training run shared by the tests below (generates the dataset under its own root)."""
-    from gridclip.data.synthetic import ensure_synthetic_lvis
+    from gridclip.data.world import ensure_synthetic_lvis
 
     workdir = tmp_path_factory.mktemp("train_net")
     ensure_synthetic_lvis(str(workdir / "datasets" / "synthetic_lvis"), **GENERATOR_SIZE)

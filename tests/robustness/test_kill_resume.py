@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from gridclip.data.synthetic import ensure_synthetic_lvis
+from gridclip.data.world import ensure_synthetic_lvis
 
 pytestmark = pytest.mark.slow
 

@@ -30,7 +30,7 @@ def trained(tmp_path_factory):
     """(workdir, env, weights, val image paths) of a few iterations of the tiny config."""
     import json
 
-    from gridclip.data.synthetic import ensure_synthetic_lvis
+    from gridclip.data.world import ensure_synthetic_lvis
 
     workdir = tmp_path_factory.mktemp("demo")
     paths = ensure_synthetic_lvis(str(workdir / "datasets" / "synthetic_lvis"))  # train_net's default size

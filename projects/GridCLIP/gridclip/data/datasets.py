@@ -221,7 +221,7 @@ def guard_builtin_datasets():
 
 def register_synthetic_lvis(root, prefix="synthetic_lvis"):
     """
-    Register the dataset written by :func:`gridclip.data.synthetic.generate_synthetic_lvis` under
+    Register the dataset written by :func:`gridclip.data.world.generate_synthetic_lvis` under
     ``root``. Reads the train json's categories (to know which are rare); images are read later.
 
     Registers ``{prefix}_v1_train`` (all classes), ``{prefix}_v1_train_base`` (rare annotations
@@ -231,7 +231,7 @@ def register_synthetic_lvis(root, prefix="synthetic_lvis"):
     Returns:
         dict: {"train": name, "train_base": name, "val": name}.
     """
-    from .synthetic import synthetic_lvis_paths
+    from .world import synthetic_lvis_paths
 
     paths = synthetic_lvis_paths(root)
     hint = (

@@ -19,7 +19,7 @@ from detectron2.evaluation import (
 from detectron2.utils import comm
 
 from ..data.datasets import dataset_root, register_synthetic_lvis
-from ..data.synthetic import ensure_synthetic_lvis, synthetic_lvis_paths
+from ..data.world import ensure_synthetic_lvis, synthetic_lvis_paths
 from ..data.build import build_gridclip_test_loader, build_gridclip_train_loader
 from ..data.vocabularies import resolve_vocabulary
 from ..evaluation import GridCLIPLVISEvaluator, format_paper_table, write_paper_table

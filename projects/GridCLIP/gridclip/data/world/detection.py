@@ -1,0 +1,418 @@
+"""
+The generated world's detection data: long-tailed LVIS v1-format train / val splits.
+
+Every category is a (colour, texture, shape) object of the world (:mod:`.attributes`) with a name a
+CLIP text encoder can embed ("red striped circle", ...). Images show several such objects on a
+cluttered background (:mod:`.render`); each box is tight around the drawn shape's pixels. Category
+image counts on the train split follow a designed long tail over LVIS's frequency rule (rare: 1-10
+training images, common: 11-100, frequent: > 100); each category's ``frequency`` is computed from the
+generated train split by that rule.
+
+Rare categories (the open-vocabulary protocol's novel classes: their annotations are removed for
+training) appear in only ``rare_max_train_images`` training images each, as unannotated objects are
+pushed to background by the training loss (the paper's §3.3); every colour, texture and shape of a
+rare category is also worn by some base category whenever the category set allows it
+(``attribute_coverage`` in the returned dict), so a novel name is a new *combination* of known words.
+
+Layout written under ``root``::
+
+    annotations/lvis_v1_train.json   annotations/lvis_v1_val.json
+    images/train/000000000001.jpg    images/val/...
+
+Images carry ``coco_url = "images/<split>/<file>"`` so Detectron2's ``load_lvis_json`` resolves them
+as ``image_root + "<split>/<file>"`` with ``image_root = root/images/``. All objects are annotated,
+so each image's ``neg_category_ids`` lists every category absent from it and
+``not_exhaustive_category_ids`` is empty: the LVIS evaluation is exhaustive on this data.
+
+Generation is deterministic: the same arguments give byte-identical JSON files and images. The
+caption corpus uses other random streams, so it never holds a detection val image.
+"""
+import json
+import logging
+import os
+
+import numpy as np
+from PIL import Image
+
+from .attributes import COLOURS, SHAPES, TEXTURES, TEXTURE_PHRASES, WORLD_OBJECTS, object_name, object_synonym
+from .render import render_scene
+
+__all__ = [
+    "MIN_TRAIN_IMAGES",
+    "DEFAULT_GENERATOR_ARGS",
+    "frequency_from_image_count",
+    "synthetic_categories",
+    "rare_attribute_coverage",
+    "generate_synthetic_lvis",
+    "ensure_synthetic_lvis",
+    "synthetic_lvis_paths",
+]
+
+logger = logging.getLogger(__name__)
+
+#: LVIS's image-count rule needs > 100 training images for a "frequent" category.
+MIN_TRAIN_IMAGES = 120
+# 1.1: both splits carry the training statistics, as LVIS v1 does.
+# 2.0: categories from all 192 world objects; rare categories in few training images; attribute coverage.
+_DATASET_VERSION = "2.0"
+_MAX_CATEGORIES = len(WORLD_OBJECTS)
+
+
+def frequency_from_image_count(image_count):
+    """LVIS's rule: ``"r"`` for 1-10 training images, ``"c"`` for 11-100, ``"f"`` for more."""
+    if image_count <= 10:
+        return "r"
+    if image_count <= 100:
+        return "c"
+    return "f"
+
+
+def synthetic_categories(num_categories):
+    """
+    The (colour, texture, shape) triples of the first ``num_categories`` categories.
+
+    The first 32 cycle through shapes, the k-th variant of a shape changing both colour and texture
+    (no two look alike); beyond 32 they continue in a fixed shuffled order of the other world
+    objects. At most 192.
+
+    Returns:
+        list[tuple[str, str, str]]: (colour, texture, shape) per category, in category-id order.
+    """
+    if not 3 <= num_categories <= _MAX_CATEGORIES:
+        raise ValueError(
+            f"num_categories must be between 3 (one per frequency group) and {_MAX_CATEGORIES} "
+            f"(all colour x texture x shape combinations), got {num_categories}."
+        )
+    colours = list(COLOURS)
+    triples = []
+    for index in range(min(num_categories, len(SHAPES) * len(TEXTURES))):
+        s, variant = index % len(SHAPES), index // len(SHAPES)
+        triples.append((colours[(s + 2 * variant) % len(colours)], TEXTURES[(s + variant) % len(TEXTURES)], SHAPES[s]))
+    rest = [t for t in WORLD_OBJECTS if t not in set(triples)]
+    order = np.random.default_rng(1234).permutation(len(rest))
+    triples += [rest[i] for i in order[: num_categories - len(triples)]]
+    assert len(set(triples)) == len(triples)
+    return triples
+
+
+def rare_attribute_coverage(categories, frequencies):
+    """True if every colour, texture and shape of a rare category is also worn by a base category."""
+    base = [t for t, f in zip(categories, frequencies) if f != "r"]
+    rare = [t for t, f in zip(categories, frequencies) if f == "r"]
+    return all(any(b[k] == r[k] for b in base) for r in rare for k in range(3))
+
+
+def _design_groups(categories, num_rare, num_frequent, rng):
+    """
+    Which categories are designed rare / frequent (the rest common): a seeded draw in which rare
+    categories only reuse colours, textures and shapes of base categories when that is possible.
+
+    Returns:
+        (list[str] group per category, bool attribute coverage holds)
+    """
+    n = len(categories)
+    order = [int(i) for i in rng.permutation(n)]
+    rare = []
+    for i in order:
+        if len(rare) == num_rare:
+            break
+        trial = rare + [i]
+        groups = ["r" if j in trial else "b" for j in range(n)]
+        if rare_attribute_coverage(categories, groups):
+            rare = trial
+    covered = len(rare) == num_rare
+    if not covered:  # the category set cannot cover every rare attribute (e.g. 8 distinct shapes)
+        rare += [i for i in order if i not in rare][: num_rare - len(rare)]
+    base = [i for i in order if i not in rare]
+    frequent = set(base[:num_frequent])
+    groups = ["r" if i in rare else ("f" if i in frequent else "c") for i in range(n)]
+    return groups, covered
+
+
+def _target_image_counts(groups, num_train_images, rare_max_train_images, rng):
+    """Designed number of training images per category: a long tail over rare/common/frequent."""
+    num_frequent, num_common = groups.count("f"), groups.count("c")
+    frequent_max = max(105, int(0.4 * num_train_images))
+    frequent = iter(int(round(c)) for c in rng.permutation(np.geomspace(frequent_max, 105, num_frequent)))
+    common = iter(int(round(c)) for c in rng.permutation(np.geomspace(90, 12, num_common)))
+    rare_max = max(1, min(10, int(rare_max_train_images)))
+    return [
+        next(frequent) if g == "f" else next(common) if g == "c" else int(rng.integers(1, rare_max + 1))
+        for g in groups
+    ]
+
+
+def _assign_train_objects(target_counts, num_images, rng):
+    """For each image, the list of category indices it shows (category c in exactly target[c] images)."""
+    load = np.zeros(num_images)
+    objects = [[] for _ in range(num_images)]
+    order = sorted(range(len(target_counts)), key=lambda c: -target_counts[c])
+    for c in order:
+        weights = 1.0 / (1.0 + load) ** 2
+        chosen = rng.choice(num_images, size=target_counts[c], replace=False, p=weights / weights.sum())
+        for i in sorted(chosen.tolist()):
+            copies = 2 if (target_counts[c] > 100 and rng.random() < 0.12) else 1
+            objects[i].extend([c] * copies)
+            load[i] += copies
+    for i in range(num_images):
+        rng.shuffle(objects[i])
+    return objects
+
+
+def _assign_val_objects(num_categories, num_images, rng):
+    """Val images show 2-5 uniformly drawn categories; every category appears at least twice."""
+    objects = [
+        rng.choice(num_categories, size=int(rng.integers(2, 6)), replace=False).tolist() for _ in range(num_images)
+    ]
+    counts = np.bincount([c for objs in objects for c in objs], minlength=num_categories)
+    for c in np.nonzero(counts < 2)[0].tolist():
+        for _ in range(2 - counts[c]):
+            candidates = [i for i in range(num_images) if c not in objects[i]]
+            i = min(candidates, key=lambda j: (len(objects[j]), j))
+            objects[i].append(c)
+    return objects
+
+
+def synthetic_lvis_paths(root):
+    """The files :func:`generate_synthetic_lvis` writes under ``root`` (dict of paths)."""
+    root = os.path.abspath(os.fspath(root))
+    return {
+        "root": root,
+        "train_json": os.path.join(root, "annotations", "lvis_v1_train.json"),
+        "val_json": os.path.join(root, "annotations", "lvis_v1_val.json"),
+        # Detectron2's load_lvis_json concatenates image_root + "<split>/<file>": keep the "/".
+        "image_root": os.path.join(root, "images") + os.sep,
+        "train_images": os.path.join(root, "images", "train"),
+        "val_images": os.path.join(root, "images", "val"),
+    }
+
+
+def _write_json_atomically(data, path):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, separators=(",", ":"))
+    os.replace(tmp, path)
+
+
+#: defaults of :func:`generate_synthetic_lvis` (the embedded default: ``make demo`` trains on it):
+#: 48 categories = 12 rare (novel), 30 common, 6 frequent
+DEFAULT_GENERATOR_ARGS = dict(
+    num_train_images=480, num_val_images=120, image_size=(128, 128), num_categories=48, seed=0, jpeg_quality=92,
+    num_rare=12, num_frequent=6, rare_max_train_images=3,
+)
+
+
+def _resolve_design(num_categories, num_rare, num_frequent):
+    num_rare = max(1, round(0.25 * num_categories)) if num_rare is None else int(num_rare)
+    num_frequent = max(1, round(0.125 * num_categories)) if num_frequent is None else int(num_frequent)
+    if num_rare < 1 or num_frequent < 1 or num_categories - num_rare - num_frequent < 1:
+        raise ValueError(
+            f"num_categories={num_categories} cannot hold num_rare={num_rare} and num_frequent={num_frequent} "
+            "with at least one category in each of the rare, common and frequent groups."
+        )
+    return num_rare, num_frequent
+
+
+def generate_synthetic_lvis(
+    root,
+    num_train_images=480,
+    num_val_images=120,
+    image_size=(128, 128),
+    num_categories=48,
+    seed=0,
+    jpeg_quality=92,
+    num_rare=None,
+    num_frequent=None,
+    rare_max_train_images=3,
+):
+    """
+    Generate the long-tailed LVIS-format dataset under ``root`` (see the module docstring).
+
+    Args:
+        root (str): output folder (created; existing files of the dataset are overwritten).
+        num_train_images (int): train split size; at least :data:`MIN_TRAIN_IMAGES` so that
+            frequent categories (> 100 training images) exist.
+        num_val_images (int): val split size; every category gets at least two val instances.
+        image_size (tuple[int, int]): (height, width) of every image, each >= 48.
+        num_categories (int): 3..192 world objects.
+        seed (int): the only source of randomness.
+        jpeg_quality (int): JPEG quality of the written images.
+        num_rare (int or None): designed rare categories (None: a quarter).
+        num_frequent (int or None): designed frequent categories (None: an eighth); the rest are common.
+        rare_max_train_images (int): each rare category is in 1..this many training images (<= 10).
+
+    Returns:
+        dict: the paths of :func:`synthetic_lvis_paths` plus ``class_names``, ``frequencies``
+        (``"r"/"c"/"f"`` per category, by the image-count rule on train), ``train_image_counts``,
+        ``categories`` ((colour, texture, shape) per category) and ``attribute_coverage`` (every
+        attribute of a rare category is worn by a base category).
+    """
+    height, width = (int(image_size), int(image_size)) if np.isscalar(image_size) else map(int, image_size)
+    if min(height, width) < 48:
+        raise ValueError(f"image_size must be at least 48x48 to hold several objects, got {height}x{width}.")
+    if num_train_images < MIN_TRAIN_IMAGES:
+        raise ValueError(
+            f"num_train_images={num_train_images} is too small: LVIS's 'frequent' group needs categories "
+            f"in more than 100 training images; use at least {MIN_TRAIN_IMAGES}."
+        )
+    if num_val_images < 2:
+        raise ValueError(f"num_val_images must be at least 2, got {num_val_images}.")
+    categories = synthetic_categories(num_categories)
+    num_rare, num_frequent = _resolve_design(num_categories, num_rare, num_frequent)
+    paths = synthetic_lvis_paths(root)
+    for key in ("train_images", "val_images"):
+        os.makedirs(paths[key], exist_ok=True)
+    os.makedirs(os.path.dirname(paths["train_json"]), exist_ok=True)
+
+    rng = np.random.default_rng(seed)
+    groups, covered = _design_groups(categories, num_rare, num_frequent, rng)
+    targets = _target_image_counts(groups, num_train_images, rare_max_train_images, rng)
+    split_objects = {
+        "train": _assign_train_objects(targets, num_train_images, rng),
+        "val": _assign_val_objects(num_categories, num_val_images, rng),
+    }
+    parameters = {
+        "num_train_images": num_train_images,
+        "num_val_images": num_val_images,
+        "image_size": [height, width],
+        "num_categories": num_categories,
+        "seed": seed,
+        "jpeg_quality": jpeg_quality,
+        "num_rare": num_rare,
+        "num_frequent": num_frequent,
+        "rare_max_train_images": rare_max_train_images,
+        "version": _DATASET_VERSION,
+    }
+
+    splits = {}
+    next_image_id, next_annotation_id = 1, 1
+    for split in ("train", "val"):
+        images, annotations = [], []
+        for objects in split_objects[split]:
+            image_id = next_image_id
+            next_image_id += 1
+            file_name = f"{image_id:012d}.jpg"
+            pixels, drawn = render_scene([categories[c] for c in objects], height, width, rng)
+            Image.fromarray(pixels).save(
+                os.path.join(paths[f"{split}_images"], file_name), quality=jpeg_quality, subsampling=0
+            )
+            present = sorted({c + 1 for c in objects})
+            images.append({
+                "id": image_id,
+                "file_name": file_name,
+                "coco_url": f"images/{split}/{file_name}",
+                "height": height,
+                "width": width,
+                "neg_category_ids": [c for c in range(1, num_categories + 1) if c not in present],
+                "not_exhaustive_category_ids": [],
+            })
+            for category_index, obj in zip(objects, drawn):
+                annotations.append({
+                    "id": next_annotation_id,
+                    "image_id": image_id,
+                    "category_id": category_index + 1,
+                    "bbox": [round(v, 2) for v in obj["bbox"]],
+                    "area": obj["area"],
+                    "segmentation": obj["segmentation"],
+                })
+                next_annotation_id += 1
+        splits[split] = (images, annotations)
+
+    def counts(annotations, num):
+        image_sets = [set() for _ in range(num)]
+        instances = [0] * num
+        for a in annotations:
+            image_sets[a["category_id"] - 1].add(a["image_id"])
+            instances[a["category_id"] - 1] += 1
+        return [len(s) for s in image_sets], instances
+
+    train_image_counts, train_instance_counts = counts(splits["train"][1], num_categories)
+    frequencies = [frequency_from_image_count(n) for n in train_image_counts]
+    val_image_counts, _ = counts(splits["val"][1], num_categories)
+    missing_val = [i + 1 for i, n in enumerate(val_image_counts) if n == 0]
+    if missing_val or train_image_counts.count(0) or set(frequencies) != {"r", "c", "f"}:
+        raise RuntimeError(  # the design above guarantees these; fail loudly if it ever does not
+            f"Generated dataset is not long-tailed as designed: categories without val instances "
+            f"{missing_val}, train image counts {train_image_counts}."
+        )
+    covered = rare_attribute_coverage(categories, frequencies)
+
+    # As in LVIS v1, both jsons carry the same category records with the TRAINING statistics
+    # (image_count / instance_count / frequency): evaluation tools sort and group categories by them.
+    class_names = [object_name(t) for t in categories]
+    for split in ("train", "val"):
+        images, annotations = splits[split]
+        category_records = []
+        for index, triple in enumerate(categories):
+            colour, texture, shape = triple
+            category_records.append({
+                "id": index + 1,
+                "name": class_names[index],
+                "synonyms": [class_names[index], object_synonym(triple)],
+                "def": f"a {colour} {shape} {TEXTURE_PHRASES[texture]}, drawn on a cluttered background",
+                "synset": f"{colour}_{texture}_{shape}.n.01",
+                "frequency": frequencies[index],
+                "image_count": train_image_counts[index],
+                "instance_count": train_instance_counts[index],
+            })
+        data = {
+            "info": {
+                "description": "GridCLIP generated world: long-tailed detection dataset in LVIS v1 format",
+                "version": _DATASET_VERSION,
+                "generator": parameters,
+                "rare_attribute_coverage": covered,
+            },
+            "licenses": [],
+            "images": images,
+            "annotations": annotations,
+            "categories": category_records,
+        }
+        # JSON last (atomically), so an interrupted run never leaves annotations without images.
+        _write_json_atomically(data, paths[f"{split}_json"])
+
+    logger.info(
+        "Generated synthetic LVIS at %s: %d train / %d val images, %d categories (r/c/f = %d/%d/%d).",
+        paths["root"], num_train_images, num_val_images, num_categories,
+        frequencies.count("r"), frequencies.count("c"), frequencies.count("f"),
+    )
+    return _result(paths, categories, frequencies, train_image_counts, covered)
+
+
+def _result(paths, categories, frequencies, train_image_counts, covered):
+    return dict(
+        paths, class_names=[object_name(t) for t in categories], frequencies=list(frequencies),
+        train_image_counts=list(train_image_counts), categories=[tuple(t) for t in categories],
+        attribute_coverage=bool(covered),
+    )
+
+
+def ensure_synthetic_lvis(root, **kwargs):
+    """
+    Generate the dataset under ``root`` unless it is already there with the same arguments.
+
+    Args and return value as :func:`generate_synthetic_lvis`.
+    """
+    paths = synthetic_lvis_paths(root)
+    if os.path.isfile(paths["train_json"]) and os.path.isfile(paths["val_json"]):
+        with open(paths["train_json"]) as f:
+            train = json.load(f)
+        existing = train.get("info", {}).get("generator")
+        wanted = dict(DEFAULT_GENERATOR_ARGS, num_rare=None, num_frequent=None)
+        wanted.update(kwargs)
+        size = wanted["image_size"]
+        wanted["image_size"] = [int(size), int(size)] if np.isscalar(size) else [int(s) for s in size]
+        wanted["num_rare"], wanted["num_frequent"] = _resolve_design(
+            wanted["num_categories"], wanted["num_rare"], wanted["num_frequent"]
+        )
+        wanted["version"] = _DATASET_VERSION
+        images_present = all(
+            os.path.isfile(os.path.join(paths["train_images"], img["file_name"])) for img in train["images"]
+        )
+        if existing == wanted and images_present:
+            categories = sorted(train["categories"], key=lambda c: c["id"])
+            triples = [tuple(c["name"].split()) for c in categories]
+            return _result(
+                paths, triples, [c["frequency"] for c in categories], [c["image_count"] for c in categories],
+                train["info"].get("rare_attribute_coverage", False),
+            )
+    return generate_synthetic_lvis(root, **kwargs)
