@@ -6,6 +6,12 @@ GridCLIP's dense head (paper Eq. 3).
   conv produces D-dim grid embeddings G_i instead of class logits.
 - ``TextEmbeddingClassifier``: class logits ``scale · cos(G, T_k) + bias`` against L2-normalised
   text embeddings T (a training and a test vocabulary), one matmul over all levels.
+- ``ClassifierFCOSHead``: Detectron2's ``FCOSHead`` with learned class logits (GRID_ALIGN off).
+
+Both heads can multiply each level's box-regression output by a learnable scalar
+(``MODEL.FCOS.REG_SCALE``; MMDetection's ``FCOSHead.scales``, ``Scale(1.0)`` per level): with
+Detectron2's stride-normalised ``Box2BoxTransformLinear`` the decoded distances are then
+``relu(s_l · conv(x)) · stride_l``, MMDetection's ``norm_on_bbox`` formula.
 """
 import math
 from typing import List, Optional
@@ -19,10 +25,30 @@ from torch.nn import functional as F
 
 from .text_embeddings import check_text_embeddings
 
-__all__ = ["GridCLIPHead", "TextEmbeddingClassifier"]
+__all__ = ["GridCLIPHead", "ClassifierFCOSHead", "TextEmbeddingClassifier"]
 
 
-class GridCLIPHead(FCOSHead):
+class _RegressionScales:
+    """Mixin for FCOSHead subclasses: optional learnable per-level scalars on the box deltas."""
+
+    def _init_regression_scales(self, enabled: bool, num_levels: int):
+        if enabled:
+            # [L] one scalar per level, 1.0 at the start (MMDetection's Scale(1.0)).
+            self.reg_scales = nn.Parameter(torch.ones(num_levels))
+        else:
+            self.register_parameter("reg_scales", None)
+
+    def _scale_box_deltas(self, box_deltas: List[torch.Tensor]) -> List[torch.Tensor]:
+        if self.reg_scales is None:
+            return box_deltas
+        return [deltas * scale for deltas, scale in zip(box_deltas, self.reg_scales.unbind(0))]
+
+    def forward(self, features):
+        logits, box_deltas, centerness = super().forward(features)
+        return logits, self._scale_box_deltas(box_deltas), centerness
+
+
+class GridCLIPHead(_RegressionScales, FCOSHead):
     """
     ``forward(features)`` with features a list over levels of [N, C, Hi, Wi] returns
     ``(grid_embeddings, box_deltas, centerness)``: lists over levels of [N, D, Hi, Wi],
@@ -30,18 +56,21 @@ class GridCLIPHead(FCOSHead):
     """
 
     @configurable
-    def __init__(self, *, input_shape: List[ShapeSpec], conv_dims: List[int], embed_dim: int, norm="GN"):
+    def __init__(self, *, input_shape: List[ShapeSpec], conv_dims: List[int], embed_dim: int, norm="GN",
+                 reg_scale: bool = False):
         """
         Args:
             input_shape: shapes of the FPN levels the head reads (same channels on every level).
             conv_dims: channels of each tower conv (its length is the number of tower convs).
-            embed_dim: D, the CLIP text-embedding dim the grid embeddings live in.
+            embed_dim: D, the dim of the class (text) embeddings the grid embeddings live in.
             norm: tower normalisation ("GN" in FCOS and the paper).
+            reg_scale: learnable per-level scalar on the box deltas (MODEL.FCOS.REG_SCALE).
         """
         super().__init__(input_shape=input_shape, conv_dims=conv_dims, num_classes=embed_dim, norm=norm)
         # FCOSHead sets a prior-probability bias on cls_score; here it outputs embeddings, not logits.
         nn.init.constant_(self.cls_score.bias, 0.0)
         self.embed_dim = embed_dim
+        self._init_regression_scales(reg_scale, len(input_shape))
 
     @classmethod
     def from_config(cls, cfg, input_shape: List[ShapeSpec], embed_dim: int):
@@ -50,6 +79,34 @@ class GridCLIPHead(FCOSHead):
             "conv_dims": [input_shape[0].channels] * cfg.MODEL.FCOS.NUM_CONVS,
             "embed_dim": embed_dim,
             "norm": cfg.MODEL.FCOS.NORM,
+            "reg_scale": cfg.MODEL.FCOS.REG_SCALE,
+        }
+
+
+class ClassifierFCOSHead(_RegressionScales, FCOSHead):
+    """
+    Detectron2's ``FCOSHead`` (learned class logits over the training vocabulary: GRID_ALIGN off)
+    with the optional per-level regression scales. ``forward`` returns FCOSHead's
+    ``(logits, box_deltas, centerness)``; without ``reg_scale`` it is FCOSHead, parameter for parameter.
+    """
+
+    @configurable
+    def __init__(self, *, input_shape: List[ShapeSpec], conv_dims: List[int], num_classes: int, norm="GN",
+                 prior_prob: float = 0.01, reg_scale: bool = False):
+        super().__init__(
+            input_shape=input_shape, conv_dims=conv_dims, num_classes=num_classes, norm=norm, prior_prob=prior_prob
+        )
+        self._init_regression_scales(reg_scale, len(input_shape))
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: List[ShapeSpec], num_classes: int):
+        return {
+            "input_shape": input_shape,
+            "conv_dims": [input_shape[0].channels] * cfg.MODEL.FCOS.NUM_CONVS,
+            "num_classes": num_classes,
+            "norm": cfg.MODEL.FCOS.NORM,
+            "prior_prob": cfg.MODEL.FCOS.PRIOR_PROB,
+            "reg_scale": cfg.MODEL.FCOS.REG_SCALE,
         }
 
 

@@ -5,14 +5,82 @@ GridCLIP's training objective (paper Eq. 4):
 
 L_grid, L_R and L_C are Detectron2's FCOS losses (sigmoid focal loss over the training vocabulary,
 GIoU box loss, centerness BCE), each normalised by the EMA of the number of positive locations.
-L_image is ``image_alignment_loss``.
+With ``MODEL.FCOS.BOX_REG_WEIGHTING "centerness"`` L_R is MMDetection's instead
+(``centerness_weighted_box_reg_loss``). L_image is ``image_alignment_loss``.
 """
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
+from detectron2.layers import cat
+from detectron2.structures import Boxes
+from detectron2.utils import comm
+from fvcore.nn import giou_loss
 from torch.nn import functional as F
 
-__all__ = ["image_alignment_loss", "gridclip_loss"]
+__all__ = ["image_alignment_loss", "gridclip_loss", "fcos_centerness_targets", "centerness_weighted_box_reg_loss",
+           "BOX_REG_WEIGHTINGS"]
+
+#: MODEL.FCOS.BOX_REG_WEIGHTING values
+BOX_REG_WEIGHTINGS = ("none", "centerness")
+
+
+def fcos_centerness_targets(points: torch.Tensor, gt_boxes: torch.Tensor) -> torch.Tensor:
+    """
+    FCOS's centerness target ``sqrt(min(l, r) / max(l, r) · min(t, b) / max(t, b))``.
+
+    Args:
+        points: [..., 2] location (x, y); gt_boxes: [..., 4] its assigned box (x0, y0, x1, y1).
+
+    Returns:
+        [...] targets (meaningful for locations inside their box, i.e. the positives).
+    """
+    left, top = points[..., 0] - gt_boxes[..., 0], points[..., 1] - gt_boxes[..., 1]
+    right, bottom = gt_boxes[..., 2] - points[..., 0], gt_boxes[..., 3] - points[..., 1]
+    ratio = (torch.minimum(left, right) / torch.maximum(left, right)) * (
+        torch.minimum(top, bottom) / torch.maximum(top, bottom)
+    )
+    return ratio.clamp(min=0).sqrt()
+
+
+def centerness_weighted_box_reg_loss(
+    anchors: List[Boxes],
+    box2box_transform,
+    pred_anchor_deltas: List[torch.Tensor],
+    gt_boxes: List[torch.Tensor],
+    pos_mask: torch.Tensor,
+) -> torch.Tensor:
+    """
+    MMDetection ``FCOSHead.loss``'s box term: the GIoU loss of every positive location weighted by
+    its centerness target c_i and normalised by the sum of those targets,
+    ``L_R = Σ_i c_i · GIoU_loss_i / Σ_i c_i`` (the sum averaged over processes when distributed, as
+    MMDetection's ``reduce_mean``). Detectron2's FCOS instead sums the unweighted GIoU losses and
+    divides by the EMA of the number of positives.
+
+    Args:
+        anchors: per level, Boxes [Ri, 4] (FCOS's stride-sized boxes centred on the locations).
+        box2box_transform: the detector's ``Box2BoxTransformLinear``.
+        pred_anchor_deltas: per level, [N, Ri, 4] predicted deltas.
+        gt_boxes: per image, the box matched to each location: Boxes or a [R, 4] tensor (R = Σ Ri).
+        pos_mask: [N, R] bool, the positive locations.
+
+    Returns:
+        scalar loss (0 with a gradient path when there is no positive).
+    """
+    anchors = Boxes.cat(anchors).tensor  # [R, 4]
+    deltas = cat(pred_anchor_deltas, dim=1)  # [N, R, 4]
+    gt = torch.stack([b.tensor if isinstance(b, Boxes) else b for b in gt_boxes])  # [N, R, 4]
+    anchors = anchors.unsqueeze(0).expand_as(gt)
+    pos_anchors, pos_gt = anchors[pos_mask], gt[pos_mask]
+    pred_boxes = box2box_transform.apply_deltas(deltas[pos_mask], pos_anchors)
+    centers = (pos_anchors[:, :2] + pos_anchors[:, 2:]) / 2
+    weights = fcos_centerness_targets(centers, pos_gt).detach()
+    denominator = weights.sum()
+    if comm.get_world_size() > 1:
+        denominator = denominator.clone()
+        torch.distributed.all_reduce(denominator)
+        denominator = denominator / comm.get_world_size()
+    losses = giou_loss(pred_boxes, pos_gt, reduction="none")
+    return (losses * weights).sum() / denominator.clamp(min=1e-6)
 
 
 def image_alignment_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:

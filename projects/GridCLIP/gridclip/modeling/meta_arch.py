@@ -22,9 +22,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .clip_backbone import IMAGE_EMBEDDING_KEY
-from .head import GridCLIPHead, TextEmbeddingClassifier
+from .head import ClassifierFCOSHead, GridCLIPHead, TextEmbeddingClassifier
 from .image_head import ImageEmbeddingHead, teacher_embed_dim
-from .losses import gridclip_loss, image_alignment_loss
+from .losses import BOX_REG_WEIGHTINGS, centerness_weighted_box_reg_loss, gridclip_loss, image_alignment_loss
 
 __all__ = ["GridCLIP", "resolve_train_test_vocabularies"]
 
@@ -92,6 +92,7 @@ class GridCLIP(FCOS):
         center_sampling_radius: float = 1.5,
         focal_loss_alpha: float = 0.25,
         focal_loss_gamma: float = 2.0,
+        box_reg_weighting: str = "none",
         test_score_thresh: float = 0.05,
         test_topk_candidates: int = 1000,
         test_nms_thresh: float = 0.5,
@@ -113,6 +114,8 @@ class GridCLIP(FCOS):
                 None = GRID_ALIGN off (the head's logits are the class scores).
             image_head: ``ImageEmbeddingHead`` z̄ -> z̄'; None = IMAGE_ALIGN off.
             grid_loss_weight, image_loss_weight: w_grid, w_image of Eq. 4.
+            box_reg_weighting: "none" (Detectron2's L_R) or "centerness" (MMDetection's,
+                ``centerness_weighted_box_reg_loss``); MODEL.FCOS.BOX_REG_WEIGHTING.
             score_mode: "sqrt" = sqrt(sigmoid(cls)·sigmoid(ctr)) (Detectron2's FCOS), "product" =
                 sigmoid(cls)·sigmoid(ctr).
             return_grid_embeddings: attach ``pred_grid_embeddings`` to the output instances.
@@ -140,6 +143,11 @@ class GridCLIP(FCOS):
         )
         if score_mode not in SCORE_MODES:
             raise ValueError(f"MODEL.FCOS.SCORE_MODE must be one of {SCORE_MODES}, got {score_mode!r}.")
+        if box_reg_weighting not in BOX_REG_WEIGHTINGS:
+            raise ValueError(
+                f"MODEL.FCOS.BOX_REG_WEIGHTING must be one of {BOX_REG_WEIGHTINGS}, got {box_reg_weighting!r}."
+            )
+        self.box_reg_weighting = box_reg_weighting
         self.classifier = classifier
         self.image_head = image_head
         self.grid_loss_weight = grid_loss_weight
@@ -237,13 +245,7 @@ class GridCLIP(FCOS):
             )
             head = GridCLIPHead(cfg, feature_shapes, embed_dim=classifier.embed_dim)
         else:
-            head = FCOSHead(
-                input_shape=feature_shapes,
-                conv_dims=[feature_shapes[0].channels] * cfg.MODEL.FCOS.NUM_CONVS,
-                num_classes=len(train_names),
-                norm=cfg.MODEL.FCOS.NORM,
-                prior_prob=cfg.MODEL.FCOS.PRIOR_PROB,
-            )
+            head = ClassifierFCOSHead(cfg, feature_shapes, num_classes=len(train_names))
 
         image_head = None
         if gc.IMAGE_ALIGN:
@@ -271,6 +273,7 @@ class GridCLIP(FCOS):
             "center_sampling_radius": cfg.MODEL.FCOS.CENTER_SAMPLING_RADIUS,
             "focal_loss_alpha": cfg.MODEL.FCOS.FOCAL_LOSS_ALPHA,
             "focal_loss_gamma": cfg.MODEL.FCOS.FOCAL_LOSS_GAMMA,
+            "box_reg_weighting": cfg.MODEL.FCOS.BOX_REG_WEIGHTING,
             "test_score_thresh": cfg.MODEL.FCOS.SCORE_THRESH_TEST,
             "test_topk_candidates": cfg.MODEL.FCOS.TOPK_CANDIDATES_TEST,
             "test_nms_thresh": cfg.MODEL.FCOS.NMS_THRESH_TEST,
@@ -436,7 +439,13 @@ class GridCLIP(FCOS):
         pred_logits, pred_deltas, pred_centerness, _ = self.dense_predictions(predictions)
         anchors = self.anchor_generator(features)
         gt_labels, gt_boxes = self.label_anchors(anchors, gt_instances)
-        return self.losses(anchors, pred_logits, gt_labels, pred_deltas, gt_boxes, pred_centerness)
+        losses = self.losses(anchors, pred_logits, gt_labels, pred_deltas, gt_boxes, pred_centerness)
+        if self.box_reg_weighting == "centerness":
+            pos_mask = (torch.stack(gt_labels) >= 0) & (torch.stack(gt_labels) != self.num_classes)
+            losses["loss_fcos_loc"] = centerness_weighted_box_reg_loss(
+                anchors, self.box2box_transform, pred_deltas, gt_boxes, pos_mask
+            )
+        return losses
 
     def forward_inference(self, images, features, predictions, return_grid_embeddings: bool = False):
         pred_logits, pred_deltas, pred_centerness, grid_embeddings = self.dense_predictions(predictions)
