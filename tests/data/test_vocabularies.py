@@ -132,6 +132,9 @@ def test_unknown_spec_lists_accepted_specs():
         assert accepted in message
 
 
-def test_non_string_spec_refused():
+def test_non_string_spec_refused_and_lists_validated():
     with pytest.raises(TypeError, match="string"):
-        V.resolve_vocabulary(["cat", "dog"])
+        V.resolve_vocabulary(42)
+    assert V.resolve_vocabulary(["cat", " dog "]) == ["cat", "dog"]  # a list goes through the same check
+    with pytest.raises(ValueError, match="duplicate"):
+        V.resolve_vocabulary(["cat", "Cat"])

@@ -40,6 +40,8 @@ __all__ = [
     "article_for",
     "resolve_templates",
     "build_prompts",
+    "add_this_is_prefix",
+    "text_encoder_settings",
     "clip_text_embed_dim",
     "encode_text_embeddings",
     "text_embeddings_cache_path",
@@ -205,14 +207,45 @@ def resolve_templates(templates="vild"):
     )
 
 
-def build_prompts(class_names, templates):
-    """All prompts, class-major: ``K * T`` strings, prompt ``k * T + t`` = template t for class k."""
+def add_this_is_prefix(prompt):
+    """ViLD's notebook (``FLAGS.this_is``): "This is " before a prompt that starts with "a" or "the"."""
+    return "This is " + prompt if prompt.startswith("a") or prompt.startswith("the") else prompt
+
+
+def build_prompts(class_names, templates, this_is=False):
+    """
+    All prompts, class-major: ``K * T`` strings, prompt ``k * T + t`` = template t for class k.
+    ``this_is``: apply :func:`add_this_is_prefix` to each prompt (MODEL.GRIDCLIP.PROMPT_THIS_IS).
+    """
     prompts = []
     for name in class_names:
         cleaned = clean_category_name(name)
         art = article_for(cleaned)
         prompts.extend(template.format(cleaned, article=art) for template in templates)
-    return prompts
+    return [add_this_is_prefix(p) for p in prompts] if this_is else prompts
+
+
+def text_encoder_settings(cfg):
+    """
+    ``load_text_embeddings`` keyword arguments (besides the names) of a config: the CLIP whose text
+    tower embeds the class names (MODEL.GRIDCLIP.TEXT_ENCODER.MODEL_NAME, "" = the backbone CLIP with
+    MODEL.CLIP.PRETRAINED), the templates, the "This is " option and the cache folders.
+    """
+    gc = cfg.MODEL.GRIDCLIP
+    if gc.TEXT_ENCODER.MODEL_NAME:
+        model_name, pretrained = gc.TEXT_ENCODER.MODEL_NAME, gc.TEXT_ENCODER.PRETRAINED
+    else:
+        model_name, pretrained = cfg.MODEL.CLIP.MODEL_NAME, cfg.MODEL.CLIP.PRETRAINED
+    settings = {
+        "clip_model_name": model_name,
+        "pretrained": pretrained,
+        "templates": gc.PROMPT_TEMPLATES,
+        "cache_dir": gc.EMBEDDINGS_CACHE_DIR,
+        "clip_cache_dir": cfg.MODEL.CLIP.CACHE_DIR,
+    }
+    if gc.PROMPT_THIS_IS:
+        settings["this_is"] = True
+    return settings
 
 
 def _check_class_names(class_names):
@@ -223,6 +256,58 @@ def _check_class_names(class_names):
     empty = [i for i, n in enumerate(class_names) if not clean_category_name(n)]
     if empty:
         raise ValueError(f"Category names at positions {empty} are empty after cleaning.")
+
+
+#: load_text_embeddings shows a progress bar by default from this many prompts (K names x T templates)
+_PROGRESS_MIN_PROMPTS = 512
+
+
+def _shorten(name, limit=60):
+    return name if len(name) <= limit else f"{name[:limit // 2]}...{name[-limit // 2:]}"
+
+
+def check_prompt_context(class_names, templates, tokenizer):
+    """
+    Names whose prompts exceed the text encoder's context (77 tokens for CLIP) are truncated by the
+    tokenizer, so the end of the name is never seen: log one warning naming them, and raise a
+    ValueError when two different names become identical after truncation (they would get the
+    same embedding). Tokenizers without ``encode`` / ``context_length`` are not checked.
+    """
+    encode = getattr(tokenizer, "encode", None)
+    context_length = getattr(tokenizer, "context_length", None)
+    if encode is None or not context_length:
+        return
+    budget = int(context_length) - 2  # start and end tokens
+    try:
+        overhead = max(len(encode(t.format("", article="an"))) for t in templates)
+        name_tokens = [len(encode(clean_category_name(n))) for n in class_names]
+    except Exception:  # a tokenizer with another encode() signature: nothing to check
+        return
+    # Exact prompt tokens only for names near or over the budget (BPE merges at the boundary).
+    suspects = [i for i, n in enumerate(name_tokens) if n + overhead + 2 > budget]
+    truncated, signatures = [], {}
+    for i in suspects:
+        prompts = build_prompts([class_names[i]], templates)
+        tokens = [encode(p) for p in prompts]
+        if max(len(t) for t in tokens) <= budget:
+            continue
+        truncated.append((class_names[i], max(len(t) for t in tokens) + 2))
+        signature = tuple(tuple(t[:budget]) for t in tokens)
+        if signature in signatures:
+            raise ValueError(
+                f"Category names {_shorten(signatures[signature])!r} and {_shorten(class_names[i])!r} become "
+                "identical after "
+                f"truncation to the text encoder's {context_length}-token context, so they would get the same "
+                "text embedding. Shorten them so that they differ within the first words."
+            )
+        signatures[signature] = class_names[i]
+    if truncated:
+        listed = ", ".join(f"{_shorten(name)!r} ({count} tokens)" for name, count in truncated[:10])
+        logger.warning(
+            f"{len(truncated)} category name(s) make prompts longer than the text encoder's "
+            f"{context_length}-token context and are truncated (the end of the name is not seen): {listed}"
+            f"{' ...' if len(truncated) > 10 else ''}. Shorter names embed faithfully."
+        )
 
 
 def clip_text_embed_dim(clip_model_name):
@@ -247,7 +332,7 @@ def _resolve_device(device):
 
 @torch.no_grad()
 def encode_text_embeddings(clip_model, tokenizer, class_names, templates, batch_size=_ENCODE_BATCH_SIZE,
-                           progress=False):
+                           progress=False, this_is=False):
     """
     Encode a vocabulary with a CLIP text tower (ViLD's recipe: per-prompt L2-normalise → mean over
     templates → L2-normalise).
@@ -259,13 +344,14 @@ def encode_text_embeddings(clip_model, tokenizer, class_names, templates, batch_
         templates (list[str]): T templates (see :func:`resolve_templates`).
         batch_size (int): prompts per forward pass.
         progress (bool): show a tqdm progress bar over prompts.
+        this_is (bool): ViLD's "This is " prefix (:func:`add_this_is_prefix`).
 
     Returns:
         Tensor [K, D] float32 on CPU, rows L2-normalised.
     """
     from tqdm import tqdm
 
-    prompts = build_prompts(class_names, templates)
+    prompts = build_prompts(class_names, templates, this_is=this_is)
     device = next(clip_model.parameters()).device
     chunks = []
     with tqdm(total=len(prompts), desc="text embeddings", unit="prompt", disable=not progress) as bar:
@@ -283,23 +369,27 @@ def default_cache_dir(cache_dir=""):
     return os.path.expanduser(cache_dir or os.environ.get("GRIDCLIP_CACHE") or "~/.cache/gridclip")
 
 
-def _cache_identity(class_names, clip_model_name, pretrained, templates):
-    return {
+def _cache_identity(class_names, clip_model_name, pretrained, templates, this_is=False):
+    identity = {
         "recipe": _RECIPE_VERSION,
         "model_name": clip_model_name,
         "pretrained": pretrained_identity(pretrained),
         "templates": list(templates),
         "class_names": list(class_names),
     }
+    if this_is:  # only when on, so caches built without the option keep their names
+        identity["this_is"] = True
+    return identity
 
 
-def text_embeddings_cache_path(class_names, clip_model_name, pretrained, templates="vild", cache_dir=""):
+def text_embeddings_cache_path(class_names, clip_model_name, pretrained, templates="vild", cache_dir="",
+                               this_is=False):
     """
     The cache file of a (names, CLIP model, weights, templates) combination: ``<cache dir>/
     text_embeddings/<model>_<K>cls_<T>tpl_<sha256 prefix>.safetensors``.
     """
     templates = resolve_templates(templates)
-    identity = _cache_identity(class_names, clip_model_name, pretrained, templates)
+    identity = _cache_identity(class_names, clip_model_name, pretrained, templates, this_is)
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()[:20]
     safe_model = re.sub(r"[^A-Za-z0-9._-]+", "_", clip_model_name)
     filename = f"{safe_model}_{len(class_names)}cls_{len(templates)}tpl_{digest}.safetensors"
@@ -497,7 +587,7 @@ def load_text_embeddings_file(path, expected_names=None, expected_model=None, ex
 
 
 def load_text_embeddings(class_names, clip_model_name, pretrained, templates="vild", cache_dir="", device=None,
-                         progress=False, clip_cache_dir="", use_cache=True):
+                         progress=None, clip_cache_dir="", use_cache=True, this_is=False):
     """
     Text embeddings of a vocabulary, from the cache or built (and cached) with the text tower of
     ``create_clip_model(clip_model_name, pretrained)``.
@@ -509,9 +599,11 @@ def load_text_embeddings(class_names, clip_model_name, pretrained, templates="vi
         templates: see :func:`resolve_templates` ("vild" = ViLD's 63 templates).
         cache_dir (str): cache folder ("" = $GRIDCLIP_CACHE or ~/.cache/gridclip).
         device: where to run the text tower when building (None = CUDA if available, else CPU).
-        progress (bool): progress bar while building.
+        progress (bool or None): progress bar while building (None = when there are at least
+            ``_PROGRESS_MIN_PROMPTS`` prompts).
         clip_cache_dir (str): open_clip's download cache for pretrained tags ("" = default).
         use_cache (bool): False = always build and never write the cache.
+        this_is (bool): ViLD's "This is " prefix on prompts starting with "a"/"the" (part of the cache key).
 
     Returns:
         Tensor [K, D] float32 on CPU, rows L2-normalised (D = the CLIP embedding dim).
@@ -519,7 +611,7 @@ def load_text_embeddings(class_names, clip_model_name, pretrained, templates="vi
     _check_class_names(class_names)
     templates = resolve_templates(templates)
     dim = clip_text_embed_dim(clip_model_name)
-    path = text_embeddings_cache_path(class_names, clip_model_name, pretrained, templates, cache_dir)
+    path = text_embeddings_cache_path(class_names, clip_model_name, pretrained, templates, cache_dir, this_is)
     if use_cache and os.path.isfile(path):
         logger.info(f"Loading cached text embeddings for {len(class_names)} classes from {path}")
         return load_text_embeddings_file(path, class_names, clip_model_name, dim)
@@ -529,13 +621,17 @@ def load_text_embeddings(class_names, clip_model_name, pretrained, templates="vi
         f"Building text embeddings: {len(class_names)} classes x {len(templates)} templates with "
         f"{clip_model_name} ({pretrained_identity(pretrained)}) on {device}"
     )
-    clip_model = create_clip_model(clip_model_name, pretrained, device=device, cache_dir=clip_cache_dir)
     tokenizer = open_clip.get_tokenizer(clip_model_name)
-    embeddings = encode_text_embeddings(clip_model, tokenizer, class_names, templates, progress=progress)
+    check_prompt_context(class_names, templates, tokenizer)  # before the (slow) model is built
+    if progress is None:  # long builds show progress
+        progress = len(class_names) * len(templates) >= _PROGRESS_MIN_PROMPTS
+    clip_model = create_clip_model(clip_model_name, pretrained, device=device, cache_dir=clip_cache_dir)
+    embeddings = encode_text_embeddings(clip_model, tokenizer, class_names, templates, progress=progress,
+                                        this_is=this_is)
     del clip_model
     check_text_embeddings(embeddings, len(class_names), dim, f"{clip_model_name} text tower")
     if use_cache:
-        identity = _cache_identity(class_names, clip_model_name, pretrained, templates)
+        identity = _cache_identity(class_names, clip_model_name, pretrained, templates, this_is)
         save_text_embeddings(
             path, embeddings, class_names, clip_model_name,
             extra_metadata={
