@@ -208,7 +208,7 @@ class GridCLIP(FCOS):
 
     @classmethod
     def from_config(cls, cfg):
-        from .text_embeddings import load_text_embeddings
+        from .text_embeddings import load_text_embeddings, text_encoder_settings
 
         backbone = build_backbone(cfg)
         backbone_shapes = backbone.output_shape()
@@ -225,13 +225,9 @@ class GridCLIP(FCOS):
         gc = cfg.MODEL.GRIDCLIP
         classifier, text_encoder = None, None
         if gc.GRID_ALIGN:
-            text_encoder = {
-                "clip_model_name": cfg.MODEL.CLIP.MODEL_NAME,
-                "pretrained": cfg.MODEL.CLIP.PRETRAINED,
-                "templates": gc.PROMPT_TEMPLATES,
-                "cache_dir": gc.EMBEDDINGS_CACHE_DIR,
-                "clip_cache_dir": cfg.MODEL.CLIP.CACHE_DIR,
-            }
+            # The class-embedding CLIP: MODEL.GRIDCLIP.TEXT_ENCODER ("" = the backbone's); the head's
+            # embedding conv follows its dimension (classifier.embed_dim).
+            text_encoder = text_encoder_settings(cfg)
             train_embeddings = load_text_embeddings(train_names, **text_encoder)
             test_embeddings = (
                 train_embeddings if test_names == train_names else load_text_embeddings(test_names, **text_encoder)
