@@ -7,7 +7,6 @@ Matching (center sampling), Box2BoxTransformLinear, GIoU, centerness and the sig
 Detectron2's FCOS code, called unchanged.
 """
 import logging
-import math
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
@@ -21,7 +20,9 @@ from detectron2.structures import Boxes, Instances
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .bn_folding import enable_bn_folding, set_bn_folding
 from .clip_backbone import IMAGE_EMBEDDING_KEY
+from .decoding import DECODERS, SCORE_MODES, fold_logit_scale
 from .head import ClassifierFCOSHead, GridCLIPHead, TextEmbeddingClassifier
 from .image_head import ImageEmbeddingHead, teacher_embed_dim
 from .losses import BOX_REG_WEIGHTINGS, centerness_weighted_box_reg_loss, gridclip_loss, image_alignment_loss
@@ -29,20 +30,6 @@ from .losses import BOX_REG_WEIGHTINGS, centerness_weighted_box_reg_loss, gridcl
 __all__ = ["GridCLIP", "resolve_train_test_vocabularies"]
 
 logger = logging.getLogger(__name__)
-
-SCORE_MODES = ("sqrt", "product")
-#: decode_level switches from gathering the candidate (location, class) pairs to a dense top-k when
-#: more than this many times TOPK_CANDIDATES_TEST pairs pass the score bound.
-DENSE_DECODE_FACTOR = 16
-
-
-def _logit(probability: float) -> float:
-    if probability <= 0:
-        return -math.inf
-    if probability >= 1:
-        return math.inf
-    return math.log(probability / (1 - probability))
-
 
 def resolve_train_test_vocabularies(cfg):
     """
@@ -100,6 +87,10 @@ class GridCLIP(FCOS):
         score_mode: str = "sqrt",
         return_grid_embeddings: bool = False,
         text_encoder: Optional[Dict] = None,
+        fold_bn: bool = True,
+        channels_last: bool = True,
+        decoder: str = "bound",
+        compile_inference: bool = False,
         pixel_mean,
         pixel_std,
         input_format: str = "RGB",
@@ -117,11 +108,17 @@ class GridCLIP(FCOS):
             box_reg_weighting: "none" (Detectron2's L_R) or "centerness" (MMDetection's,
                 ``centerness_weighted_box_reg_loss``); MODEL.FCOS.BOX_REG_WEIGHTING.
             score_mode: "sqrt" = sqrt(sigmoid(cls)·sigmoid(ctr)) (Detectron2's FCOS), "product" =
-                sigmoid(cls)·sigmoid(ctr).
+                sigmoid(cls)·sigmoid(ctr), "mmdet" = MMDetection's rule (threshold and top-k on
+                sigmoid(cls), then × sigmoid(ctr)); see ``gridclip.modeling.decoding``.
             return_grid_embeddings: attach ``pred_grid_embeddings`` to the output instances.
             text_encoder: kwargs of ``load_text_embeddings`` besides the names (clip_model_name,
                 pretrained, templates, cache_dir, clip_cache_dir) so ``set_vocabulary(names)`` can
                 build embeddings; None = ``set_vocabulary`` needs explicit embeddings.
+            fold_bn, channels_last, decoder, compile_inference: exact inference speed-ups
+                (MODEL.GRIDCLIP.INFERENCE.*): BatchNorm folding (``bn_folding``), channels_last
+                backbone/head, the candidate selection ("bound", "threshold", "dense"; same pairs),
+                torch.compile of backbone + head. They change no result and no parameter; each can
+                be switched at any time with ``configure_inference``.
             Other arguments are Detectron2 FCOS's.
         """
         train_class_names = list(train_class_names)
@@ -159,6 +156,10 @@ class GridCLIP(FCOS):
         self.train_class_names = train_class_names
         self.test_class_names = test_class_names
         self._check_components()
+        enable_bn_folding(self.backbone)
+        self._compiled_backbone_head = None
+        self.configure_inference(fold_bn=fold_bn, channels_last=channels_last, decoder=decoder,
+                                 compile_inference=compile_inference)
 
     # ------------------------------------------------------------------ construction
     def _check_components(self):
@@ -277,6 +278,10 @@ class GridCLIP(FCOS):
             "score_mode": cfg.MODEL.FCOS.SCORE_MODE,
             "return_grid_embeddings": gc.RETURN_GRID_EMBEDDINGS,
             "text_encoder": text_encoder,
+            "fold_bn": cfg.MODEL.GRIDCLIP.INFERENCE.FOLD_BN,
+            "channels_last": cfg.MODEL.GRIDCLIP.INFERENCE.CHANNELS_LAST,
+            "decoder": cfg.MODEL.GRIDCLIP.INFERENCE.DECODER,
+            "compile_inference": cfg.MODEL.GRIDCLIP.INFERENCE.COMPILE,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "input_format": cfg.INPUT.FORMAT,
@@ -299,6 +304,32 @@ class GridCLIP(FCOS):
     @property
     def num_test_classes(self) -> int:
         return len(self.test_class_names)
+
+    def configure_inference(self, *, fold_bn: Optional[bool] = None, channels_last: Optional[bool] = None,
+                            decoder: Optional[str] = None, compile_inference: Optional[bool] = None):
+        """
+        Switch the exact inference speed-ups (None = keep the current setting). Training is unaffected.
+
+        Args:
+            fold_bn: fold BatchNorms into convs in eval mode under no_grad.
+            channels_last: run backbone and head on channels_last tensors at inference.
+            decoder: candidate selection, a key of ``gridclip.modeling.decoding.DECODERS``.
+            compile_inference: ``torch.compile`` the backbone + head forward used at inference.
+        """
+        if decoder is not None:
+            if decoder not in DECODERS:
+                raise ValueError(f"MODEL.GRIDCLIP.INFERENCE.DECODER must be one of {sorted(DECODERS)}, got {decoder!r}.")
+            self.decoder = decoder
+        if fold_bn is not None:
+            set_bn_folding(self.backbone, fold_bn)
+            self.fold_bn = bool(fold_bn)
+        if channels_last is not None:
+            self.channels_last = bool(channels_last)
+        if compile_inference is not None:
+            self.compile_inference = bool(compile_inference)
+            if not self.compile_inference:
+                self._compiled_backbone_head = None
+        return self
 
     def set_vocabulary(self, names: Sequence[str], text_embeddings: Union[Tensor, str, None] = None):
         """
@@ -345,6 +376,8 @@ class GridCLIP(FCOS):
             return_grid_embeddings: inference only; overrides the configured RETURN_GRID_EMBEDDINGS.
         """
         images = self.preprocess_image(batched_inputs)
+        if not self.training:
+            return self._forward_inference(batched_inputs, images, return_grid_embeddings)
         features = self.backbone(images.tensor)
         image_embedding = features.get(IMAGE_EMBEDDING_KEY)
         features = [features[f] for f in self.head_in_features]
@@ -371,10 +404,26 @@ class GridCLIP(FCOS):
                 image_weight=self.image_loss_weight,
             )
 
+    def _backbone_head(self, tensor: Tensor):
+        """Eval-mode backbone + head: (head input features, head predictions)."""
+        features = self.backbone(tensor)
+        features = [features[f] for f in self.head_in_features]
+        return features, self.head(features)
+
+    def _forward_inference(self, batched_inputs, images, return_grid_embeddings: Optional[bool]):
         if return_grid_embeddings is None:
             return_grid_embeddings = self.return_grid_embeddings
         if return_grid_embeddings and not self.grid_align:
             raise ValueError("Grid embeddings exist only with MODEL.GRIDCLIP.GRID_ALIGN True.")
+        tensor = images.tensor
+        if self.channels_last and not torch.jit.is_tracing():
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
+        run = self._backbone_head
+        if self.compile_inference and not torch.jit.is_tracing():
+            if self._compiled_backbone_head is None:
+                self._compiled_backbone_head = torch.compile(self._backbone_head, dynamic=False)
+            run = self._compiled_backbone_head
+        features, predictions = run(tensor)
         results = self.forward_inference(images, features, predictions, return_grid_embeddings)
         processed_results = []
         for results_per_image, input_per_image, image_size in zip(results, batched_inputs, images.image_sizes):
@@ -443,63 +492,75 @@ class GridCLIP(FCOS):
             )
         return losses
 
+    def inference_predictions(self, predictions):
+        """
+        Head outputs -> per-level class logits [N, Ri, K] (the test vocabulary), box deltas [N, Ri, 4]
+        and centerness [N, Ri, 1] (both fp32, also under autocast) and grid embeddings [N, Ri, D] (None
+        without grid alignment).
+
+        The cosine classifier runs as one ``addmm`` per level with its scale folded into the text
+        embeddings: ``logits = bias + normalize(G) @ (scale · T)ᵀ`` (the training path's
+        ``normalize(G) @ Tᵀ · scale + bias`` without two passes over the [R, K] logits).
+        """
+        cls_out, box_deltas, centerness = predictions
+        box_deltas = [permute_to_N_HWA_K(x, 4).float() for x in box_deltas]
+        centerness = [permute_to_N_HWA_K(x, 1).float() for x in centerness]
+        if not self.grid_align:
+            return [permute_to_N_HWA_K(x, self.num_classes) for x in cls_out], box_deltas, centerness, None
+        classifier = self.classifier
+        grid_embeddings = [permute_to_N_HWA_K(x, classifier.embed_dim) for x in cls_out]
+        scaled_text = fold_logit_scale(classifier.test_embeddings, classifier.logit_scale)  # [D, K]
+        bias = classifier.bias.float()
+        logits = []
+        for embeddings in grid_embeddings:
+            n, r, d = embeddings.shape
+            flat = F.normalize(embeddings.reshape(n * r, d), dim=-1)
+            logits.append(torch.addmm(bias.to(flat.dtype), flat, scaled_text.to(flat.dtype)).view(n, r, -1))
+        return logits, box_deltas, centerness, grid_embeddings
+
     def forward_inference(self, images, features, predictions, return_grid_embeddings: bool = False):
-        pred_logits, pred_deltas, pred_centerness, grid_embeddings = self.dense_predictions(predictions)
-        anchors = self.anchor_generator(features)
+        """
+        Decoding + class-wise NMS per image. Anchors, boxes and scores are fp32 whatever the autocast
+        dtype of the network (Detectron2's ``apply_deltas`` casts anchors to the deltas' dtype, so
+        bf16/fp16 deltas would quantise box coordinates to 2-4 px steps at 512-1024 px).
+        """
+        pred_logits, pred_deltas, pred_centerness, grid_embeddings = self.inference_predictions(predictions)
+        anchors = [Boxes(a.tensor.float()) for a in self.anchor_generator(features)]
         results: List[Instances] = []
-        for img_idx, image_size in enumerate(images.image_sizes):
-            per_level = [
-                self.decode_level(
-                    anchors[level],
-                    pred_logits[level][img_idx],
-                    pred_deltas[level][img_idx],
-                    pred_centerness[level][img_idx],
-                    grid_embeddings[level][img_idx] if return_grid_embeddings else None,
-                    image_size,
-                )
-                for level in range(len(anchors))
-            ]
-            pred = Instances.cat(per_level)
-            keep = batched_nms(pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh)
-            results.append(pred[keep[: self.max_detections_per_image]])
+        with torch.autocast(device_type=pred_deltas[0].device.type, enabled=False):
+            for img_idx, image_size in enumerate(images.image_sizes):
+                per_level = [
+                    self.decode_level(
+                        anchors[level],
+                        pred_logits[level][img_idx],
+                        pred_deltas[level][img_idx],
+                        pred_centerness[level][img_idx],
+                        grid_embeddings[level][img_idx] if return_grid_embeddings else None,
+                        image_size,
+                    )
+                    for level in range(len(anchors))
+                ]
+                pred = Instances.cat(per_level)
+                keep = batched_nms(pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh)
+                results.append(pred[keep[: self.max_detections_per_image]])
         return results
 
     def decode_level(self, anchors: Boxes, logits: Tensor, deltas: Tensor, centerness: Tensor,
                      grid_embeddings: Optional[Tensor], image_size) -> Instances:
         """
-        Candidates of one level of one image: score > SCORE_THRESH_TEST, best TOPK_CANDIDATES_TEST.
+        Candidates of one level of one image (``MODEL.FCOS.SCORE_MODE``'s rule with SCORE_THRESH_TEST
+        and TOPK_CANDIDATES_TEST, selected by ``self.decoder``: see ``gridclip.modeling.decoding``),
+        decoded to fp32 boxes.
 
         Args:
             logits [R, K], deltas [R, 4], centerness [R, 1], grid_embeddings [R, D] or None.
-
-        Since sigmoid(ctr) <= 1, a score above the threshold t needs sigmoid(cls) > t² ("sqrt") or
-        > t ("product"), so (location, class) pairs are filtered on the raw logits first and the
-        sigmoid/score is computed for the survivors only. When more than DENSE_DECODE_FACTOR ×
-        TOPK_CANDIDATES_TEST pairs survive, a top-k over the dense scores is faster (same result).
         """
-        thresh = self.test_score_thresh
-        min_cls_prob = (thresh * thresh if self.score_mode == "sqrt" else thresh) * (1 - 1e-4)
-        candidates = logits > _logit(min_cls_prob)
-        if int(candidates.sum()) > DENSE_DECODE_FACTOR * self.test_topk_candidates:
-            # Most pairs pass the bound (e.g. an untrained model, or a huge vocabulary): gathering them
-            # all is slower than a top-k over the dense scores (sqrt is monotonic: top-k on the product).
-            probs = (logits.sigmoid() * centerness.sigmoid()).flatten()
-            probs, flat_idxs = probs.topk(min(self.test_topk_candidates, probs.numel()))
-            scores = probs.sqrt() if self.score_mode == "sqrt" else probs
-            keep = scores > thresh
-            scores, flat_idxs = scores[keep], flat_idxs[keep]
-            anchor_idxs, class_idxs = flat_idxs // logits.shape[1], flat_idxs % logits.shape[1]
-        else:
-            anchor_idxs, class_idxs = torch.nonzero(candidates).unbind(dim=1)
-            scores = logits[anchor_idxs, class_idxs].sigmoid() * centerness[anchor_idxs, 0].sigmoid()
-            if self.score_mode == "sqrt":
-                scores = scores.sqrt()
-            keep = scores > thresh
-            scores, anchor_idxs, class_idxs = scores[keep], anchor_idxs[keep], class_idxs[keep]
-            scores, order = scores.topk(min(self.test_topk_candidates, scores.numel()))
-            anchor_idxs, class_idxs = anchor_idxs[order], class_idxs[order]
-        boxes = self.box2box_transform.apply_deltas(deltas[anchor_idxs], anchors.tensor[anchor_idxs])
+        select = DECODERS[self.decoder]
+        scores, anchor_idxs, class_idxs = select(
+            logits, centerness, self.test_score_thresh, self.test_topk_candidates, self.score_mode
+        )
+        boxes = self.box2box_transform.apply_deltas(deltas[anchor_idxs].float(), anchors.tensor[anchor_idxs].float())
         instances = Instances(image_size, pred_boxes=Boxes(boxes), scores=scores, pred_classes=class_idxs)
         if grid_embeddings is not None:
-            instances.pred_grid_embeddings = F.normalize(grid_embeddings[anchor_idxs], dim=-1)
+            instances.pred_grid_embeddings = F.normalize(grid_embeddings[anchor_idxs].float(), dim=-1)
         return instances
