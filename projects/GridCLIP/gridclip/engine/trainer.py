@@ -26,6 +26,7 @@ from ..evaluation import GridCLIPLVISEvaluator, format_paper_table, write_paper_
 from ..checkpoint import GridCLIPCheckpointer
 from ..utils import unwrap_model
 from .health import FiniteLossHook
+from .solver import build_optimizer
 from .teacher_hook import TeacherEmbeddingHook
 
 __all__ = [
@@ -85,9 +86,12 @@ def build_evaluator(cfg, dataset_name, output_folder=None):
     output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
     evaluator_type = evaluator_type_of(cfg, dataset_name)
     if evaluator_type == "lvis":
+        # The model's test vocabulary may be a subset of the dataset's classes (Table 4's closed-set model
+        # on lvis_v1_val): the evaluator maps it to the dataset's ids and names the protocol.
         return GridCLIPLVISEvaluator(
             dataset_name, tasks=("bbox",), output_dir=output_folder,
             max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+            vocabulary=resolve_vocabulary(cfg.MODEL.GRIDCLIP.TEST_VOCABULARY, dataset_name),
         )
     if evaluator_type == "coco":
         # Detectron2's fast COCO evaluator is a compiled op; the pycocotools path gives the same numbers.
@@ -131,6 +135,11 @@ class GridCLIPTrainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         return build_evaluator(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        # Detectron2's SGD + CLIP_TYPE "full_model" (global-norm clipping, MMDetection's grad_clip).
+        return build_optimizer(cfg, model)
 
     def state_dict(self):
         # Detectron2 v0.6's DefaultTrainer checkpoints only the iteration and hook states: without the
@@ -180,11 +189,12 @@ class GridCLIPTrainer(DefaultTrainer):
             if comm.is_main_process() and results_i:
                 logger.info("Evaluation results for {} in csv format:".format(dataset_name))
                 print_csv_format(results_i)
-                table = format_paper_table(results_i, title=dataset_name)
+                title = getattr(evaluator, "paper_table_title", dataset_name)  # names the LVIS protocol
+                table = format_paper_table(results_i, title=title)
                 logger.info("Paper-style table for %s:\n%s", dataset_name, table)
                 out_dir = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
                 os.makedirs(out_dir, exist_ok=True)
-                write_paper_table(results_i, os.path.join(out_dir, "paper_table.md"), title=dataset_name)
+                write_paper_table(results_i, os.path.join(out_dir, "paper_table.md"), title=title)
         if len(results) == 1:
             results = list(results.values())[0]
         return results

@@ -11,7 +11,21 @@ Detectron2's ``instances_predictions.pth`` / ``lvis_instances_results.json``:
   .5:.95 in percent (the scale of Detectron2's results), ``null`` for categories without ground truth
   in the evaluated set; ``frequency`` ("r"/"c"/"f") and ``image_count`` (training images) come from
   the GT json's categories. Input of ``tools/plot_ap_by_frequency.py``.
-- ``paper_table.md``: :func:`gridclip.evaluation.tables.format_paper_table` of the results.
+- ``paper_table.md``: :func:`gridclip.evaluation.tables.format_paper_table` of the results, titled
+  with the evaluation protocol.
+
+Evaluation protocols (:func:`lvis_protocol`; every table states which one it used):
+
+- ``"all-categories"`` (the paper's, Tables 1, 4, 5): LVISEval over every category of the GT json.
+  A model whose vocabulary lacks some of them (the closed-set c+f model of Table 4, evaluated on
+  ``lvis_v1_val`` with ``TEST_VOCABULARY`` = its 866 training classes) never predicts them, and they
+  count as AP 0: AP = (n_c·AP_c + n_f·AP_f) / (n_r + n_c + n_f), AP_r = 0.
+- ``"restricted"``: a test dataset over a subset of the json's categories (``lvis_v1_val_cf``): only
+  those are evaluated, so the same closed-set model reads AP = (n_c·AP_c + n_f·AP_f) / (n_c + n_f)
+  (about 4 AP higher on LVIS) and AP_r is empty (-1).
+
+``vocabulary`` (the names the model's ``pred_classes`` index; default the dataset's classes) may be a
+subset of the dataset's classes, matched by name; its predictions are mapped to the dataset's ids.
 
 The returned results are Detectron2's, unchanged: ``{"bbox": {AP, AP50, AP75, APs, APm, APl, APr, APc, APf}}``.
 """
@@ -24,16 +38,24 @@ from collections import OrderedDict
 
 import numpy as np
 from detectron2.evaluation import LVISEvaluator
+from detectron2.structures import Instances
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import create_small_table
 
 from .tables import format_paper_table
 
-__all__ = ["GridCLIPLVISEvaluator", "per_category_ap", "LVIS_METRICS", "PER_CATEGORY_AP_FILE", "PAPER_TABLE_FILE"]
+__all__ = [
+    "GridCLIPLVISEvaluator", "per_category_ap", "lvis_protocol", "vocabulary_to_dataset_index",
+    "LVIS_METRICS", "PER_CATEGORY_AP_FILE", "PAPER_TABLE_FILE", "PROTOCOL_ALL_CATEGORIES", "PROTOCOL_RESTRICTED",
+]
 
 LVIS_METRICS = ["AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf"]
 PER_CATEGORY_AP_FILE = "per_category_ap.json"
 PAPER_TABLE_FILE = "paper_table.md"
+#: LVISEval over all categories of the GT json; those outside the model's vocabulary score AP 0 (the paper's)
+PROTOCOL_ALL_CATEGORIES = "all-categories"
+#: LVISEval over the test dataset's categories only (a subset of the json's, e.g. lvis_v1_val_cf)
+PROTOCOL_RESTRICTED = "restricted"
 
 logger = logging.getLogger(__name__)
 
@@ -78,19 +100,138 @@ def _per_category_ap_without_predictions(lvis_gt):
     ]
 
 
+def _normalise_name(name):
+    return " ".join(str(name).replace("_", " ").lower().split())
+
+
+def vocabulary_to_dataset_index(vocabulary, dataset_classes, dataset_name="the test dataset"):
+    """
+    [len(vocabulary)] int64 tensor: the dataset class index of each vocabulary name (case, ``_`` and
+    spacing ignored), or None when the vocabulary is the dataset's classes in order.
+
+    Raises:
+        ValueError: a vocabulary name that is not a class of the dataset (its detections could not be
+            scored), naming the first few.
+    """
+    import torch
+
+    vocabulary, dataset_classes = list(vocabulary), list(dataset_classes)
+    if vocabulary == dataset_classes:
+        return None
+    index = {}
+    for i, name in enumerate(dataset_classes):
+        index.setdefault(_normalise_name(name), i)
+    mapped = [index.get(_normalise_name(name)) for name in vocabulary]
+    missing = [name for name, i in zip(vocabulary, mapped) if i is None]
+    if missing:
+        raise ValueError(
+            f"The model's test vocabulary has {len(missing)} name(s) that are not classes of {dataset_name} "
+            f"(e.g. {missing[:5]}), so their detections cannot be evaluated on it. Use a vocabulary within the "
+            "dataset's classes (MODEL.GRIDCLIP.TEST_VOCABULARY)."
+        )
+    return torch.tensor(mapped, dtype=torch.int64)
+
+
+def lvis_protocol(gt_category_ids, evaluated_category_ids, predictable_category_ids, frequencies=None):
+    """
+    Name and one-line description of the LVIS evaluation protocol (see the module doc).
+
+    Args:
+        gt_category_ids: category ids of the GT json.
+        evaluated_category_ids: the ids LVISEval scores (all of them, or the test dataset's subset).
+        predictable_category_ids: the ids the model's vocabulary covers.
+        frequencies (dict id -> "r"/"c"/"f" or None): to name the groups left out.
+
+    Returns:
+        dict: ``{"name": PROTOCOL_ALL_CATEGORIES | PROTOCOL_RESTRICTED, "evaluated": n,
+        "unpredictable": n, "description": str}``.
+    """
+    gt_ids, evaluated, predictable = set(gt_category_ids), set(evaluated_category_ids), set(predictable_category_ids)
+    frequencies = frequencies or {}
+
+    def groups(ids):
+        present = sorted({frequencies.get(i) for i in ids} - {None}, key="rcf".find)
+        return f" ({'+'.join(present)})" if present else ""
+
+    unpredictable = evaluated - predictable
+    if evaluated < gt_ids:
+        name = PROTOCOL_RESTRICTED
+        description = (
+            f"AP over the test dataset's {len(evaluated)} categories{groups(evaluated)} only; "
+            f"the json's other {len(gt_ids - evaluated)}{groups(gt_ids - evaluated)} are not evaluated"
+        )
+    else:
+        name = PROTOCOL_ALL_CATEGORIES
+        description = f"all {len(evaluated)} categories evaluated"
+        if unpredictable:
+            description += (
+                f"; {len(unpredictable)}{groups(unpredictable)} outside the model's vocabulary score AP 0 "
+                "(the paper's closed-set protocol)"
+            )
+        else:
+            description += ", all in the model's vocabulary"
+    description = f"protocol {name}: {description}"
+    return {"name": name, "evaluated": len(evaluated), "unpredictable": len(unpredictable), "description": description}
+
+
 class GridCLIPLVISEvaluator(LVISEvaluator):
     """
     LVISEvaluator with 300 max detections per image that also writes ``per_category_ap.json`` and
-    ``paper_table.md`` to ``output_dir`` (see module doc). Same arguments as Detectron2's.
+    ``paper_table.md`` to ``output_dir`` and names its protocol (see module doc). Same arguments as
+    Detectron2's, plus ``vocabulary``: the class names the model's ``pred_classes`` index (None = the
+    dataset's ``thing_classes``); it may be a subset of the dataset's classes.
+
+    Attributes:
+        protocol (dict): :func:`lvis_protocol` of this evaluation.
+        paper_table_title (str): "<dataset> (LVISEvaluator; <protocol description>)".
     """
 
-    def __init__(self, dataset_name, tasks=None, distributed=True, output_dir=None, *, max_dets_per_image=300):
+    def __init__(self, dataset_name, tasks=None, distributed=True, output_dir=None, *, max_dets_per_image=300,
+                 vocabulary=None):
         super().__init__(
             dataset_name, tasks=tasks, distributed=distributed, output_dir=output_dir,
             max_dets_per_image=max_dets_per_image,
         )
         self._dataset_name = dataset_name
         self.per_category_results = OrderedDict()
+        classes = list(self._metadata.get("thing_classes", []) or [])
+        self._vocabulary_to_dataset = (
+            vocabulary_to_dataset_index(vocabulary, classes, dataset_name) if vocabulary is not None and classes else None
+        )
+        self.protocol = self._protocol(vocabulary, classes)
+        self.paper_table_title = f"{dataset_name} (LVISEvaluator; {self.protocol['description']})"
+        self._logger.info(f"LVIS evaluation protocol for {dataset_name}: {self.protocol['description']}")
+
+    def _dataset_index_to_category_id(self, num_classes):
+        id_map = getattr(self._metadata, "thing_dataset_id_to_contiguous_id", None)
+        if id_map:
+            return {v: int(k) for k, v in id_map.items()}
+        return {i: i + 1 for i in range(num_classes)}  # Detectron2's LVIS convention: id = index + 1
+
+    def _protocol(self, vocabulary, classes):
+        gt_ids = list(self._lvis_api.get_cat_ids())
+        evaluated = self._evaluated_category_ids() or gt_ids
+        to_id = self._dataset_index_to_category_id(len(classes))
+        if self._vocabulary_to_dataset is not None:
+            predictable = {to_id.get(int(i)) for i in self._vocabulary_to_dataset}
+        else:
+            predictable = {to_id.get(i) for i in range(len(classes))} if classes else set(gt_ids)
+        frequencies = {c["id"]: c.get("frequency") for c in self._lvis_api.cats.values()}
+        return lvis_protocol(gt_ids, evaluated, predictable, frequencies)
+
+    def process(self, inputs, outputs):
+        """Detectron2's, after mapping ``pred_classes`` from the vocabulary to the dataset's classes."""
+        if self._vocabulary_to_dataset is not None:
+            outputs = [self._to_dataset_classes(output) for output in outputs]
+        super().process(inputs, outputs)
+
+    def _to_dataset_classes(self, output):
+        if "instances" not in output:
+            return output
+        instances = output["instances"].to(self._cpu_device)
+        remapped = Instances(instances.image_size, **instances.get_fields())
+        remapped.pred_classes = self._vocabulary_to_dataset[instances.pred_classes.long()]
+        return dict(output, instances=remapped)
 
     def _eval_predictions(self, predictions):
         """Detectron2's LVISEvaluator._eval_predictions, keeping each task's LVISEval for per-category AP."""
@@ -165,7 +306,7 @@ class GridCLIPLVISEvaluator(LVISEvaluator):
     def _write_outputs(self):
         if not self._output_dir:
             return
-        table = format_paper_table(dict(self._results), title=f"{self._dataset_name} (LVISEvaluator)")
+        table = format_paper_table(dict(self._results), title=self.paper_table_title)
         PathManager.mkdirs(self._output_dir)
         for task, categories in self.per_category_results.items():
             name = PER_CATEGORY_AP_FILE if task == "bbox" else PER_CATEGORY_AP_FILE.replace(".json", f"_{task}.json")
