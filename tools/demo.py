@@ -13,32 +13,33 @@ A video (VideoVisualizer) or the webcam:
     python tools/demo.py --config-file ... --webcam --opts MODEL.WEIGHTS ...
 
 For every image it prints ``<input>: <N> detections: name, name, ...`` and logs the time it took.
+
+Safety: outputs never overwrite an input or another output of the same run. An output folder equal
+to or inside an input folder is refused (``--allow-output-in-input`` permits it; outputs are then
+named ``<name>_vis.<ext>``). Inputs with the same file name from different folders get distinct
+output names. Arguments are checked before the model is built: a missing display without --output,
+an output extension that is not an image/video format, an output folder that cannot be written.
 An unreadable input is reported by name, the other inputs are still processed, and the exit status
-is 1 at the end if any input failed.
+is 1 at the end if anything failed. Expected failures end with one line (``--debug`` or
+``GRIDCLIP_DEBUG=1`` shows the traceback).
 """
 import argparse
 import glob
-import hashlib
 import logging
 import os
 import sys
+import tempfile
 import time
 
-import gridclip  # first: applies the Detectron2 compatibility fixes before detectron2 is imported
-import cv2
-import numpy as np
-import tqdm
-from detectron2.data import MetadataCatalog
-from detectron2.utils.logger import setup_logger
-from detectron2.utils.video_visualizer import VideoVisualizer
-from detectron2.utils.visualizer import ColorMode, Visualizer
-from gridclip.data.vocabularies import parse_custom_vocabulary, resolve_vocabulary
-from gridclip.predictor import GridCLIPPredictor
+# Heavy imports (torch, Detectron2, OpenCV, gridclip) happen after argument parsing, so `--help` and
+# usage errors are instant; `import gridclip` still comes before any Detectron2 import.
 
 logger = logging.getLogger("gridclip.demo")
 
 VOCABULARIES = ("lvis", "lvis_base", "coco", "voc", "custom")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv")
+VIS_SUFFIX = "_vis"
 WINDOW_NAME = "GridCLIP detections"
 
 
@@ -51,19 +52,31 @@ def get_parser():
     parser.add_argument(
         "--output",
         help="where to write visualisations: a folder, or a file name when there is one input "
-        "(images: .jpg/.png; video: .mp4/.avi/.mkv). Without it, images are shown in a window.",
+        f"(images: {'/'.join(IMAGE_EXTENSIONS)}; video: {'/'.join(VIDEO_EXTENSIONS)}). Without it, images "
+        "are shown in a window (needs a display).",
+    )
+    parser.add_argument(
+        "--allow-output-in-input", action="store_true",
+        help="allow --output to be (inside) an input folder; outputs are then named <name>_vis.<ext> and "
+        "never replace an input",
     )
     parser.add_argument(
         "--vocabulary", choices=VOCABULARIES, default=None,
         help="class names to detect: LVIS (1203), LVIS base (866), COCO (80), VOC (20) or custom "
-        "(--custom-vocabulary). Default: the config's test vocabulary.",
+        "(--custom-vocabulary). Default: the config's test vocabulary, else the names stored in the weights.",
     )
     parser.add_argument(
         "--custom-vocabulary", default="",
-        help="with --vocabulary custom: comma-separated names ('cat,red umbrella') or a text file, one name per line",
+        help="with --vocabulary custom: comma-separated names ('cat,red umbrella') or a text file, one name "
+        "per line ('#' lines are comments)",
     )
     parser.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum score of shown detections")
     parser.add_argument("--cpu", action="store_true", help="run on CPU even if CUDA is available")
+    parser.add_argument(
+        "--allow-partial-weights", action="store_true",
+        help="load weights even if some do not fit the config (those stay random); default: an error",
+    )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of a failure")
     parser.add_argument(
         "--opts", default=[], nargs=argparse.REMAINDER,
         help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model_final.pth",
@@ -71,64 +84,173 @@ def get_parser():
     return parser
 
 
+# ---------------------------------------------------------------------------------------- arguments
+def check_arguments(args):
+    """Everything that can be checked before the (slow) model is built; raises ToolError."""
+    from gridclip.cli import ToolError
+
+    sources = sum([bool(args.input), bool(args.video_input), bool(args.webcam)])
+    if sources != 1:
+        raise ToolError("Give exactly one of --input, --video-input, --webcam.")
+    if len(args.opts) % 2:
+        raise ToolError(f"--opts takes KEY VALUE pairs, got an odd number of items: {args.opts}")
+    if not 0.0 <= args.confidence_threshold < 1.0:
+        raise ToolError(f"--confidence-threshold must be in [0, 1), got {args.confidence_threshold}.")
+    if not os.path.isfile(args.config_file):
+        raise ToolError(f"--config-file '{args.config_file}' does not exist.")
+    if args.custom_vocabulary and args.vocabulary != "custom":
+        raise ToolError("--custom-vocabulary needs --vocabulary custom.")
+    if args.vocabulary == "custom" and not args.custom_vocabulary.strip():
+        raise ToolError("--vocabulary custom needs --custom-vocabulary 'name1,name2' or a file of names.")
+    if not args.output and (args.input or args.video_input or args.webcam) and not display_available():
+        raise ToolError(
+            "No display to show the results in (DISPLAY / WAYLAND_DISPLAY is not set): give --output FOLDER "
+            "to write the visualisations instead."
+        )
+
+
+def display_available():
+    """Whether OpenCV windows can open (on Linux: an X11 or Wayland display is set)."""
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
 def resolve_demo_vocabulary(args):
-    """The class names of --vocabulary / --custom-vocabulary (None = the config's test vocabulary)."""
+    """The class names of --vocabulary / --custom-vocabulary (None = the config's / checkpoint's)."""
+    from gridclip.cli import ToolError
+    from gridclip.data.vocabularies import parse_custom_vocabulary, resolve_vocabulary
+
     if args.vocabulary is None:
-        if args.custom_vocabulary:
-            raise SystemExit("--custom-vocabulary needs --vocabulary custom.")
         return None
     if args.vocabulary == "custom":
-        if not args.custom_vocabulary:
-            raise SystemExit("--vocabulary custom needs --custom-vocabulary 'name1,name2' or a file of names.")
         try:
             return parse_custom_vocabulary(args.custom_vocabulary)
-        except (ValueError, OSError) as e:
-            raise SystemExit(f"--custom-vocabulary: {e}")
+        except (ValueError, TypeError, OSError) as e:
+            raise ToolError(f"--custom-vocabulary: {e}") from None
     return resolve_vocabulary(args.vocabulary)
 
 
-def vocabulary_metadata(names, label):
-    """A MetadataCatalog entry whose thing_classes are ``names`` (for the Visualizers)."""
-    digest = hashlib.sha1("\n".join(names).encode("utf-8")).hexdigest()[:10]
-    metadata = MetadataCatalog.get(f"__gridclip_demo_{label}_{digest}")
-    if not metadata.get("thing_classes", None):
-        metadata.set(thing_classes=list(names))
-    return metadata
-
-
+# ---------------------------------------------------------------------------------------- inputs
 def expand_inputs(patterns):
-    """Files from file names, glob patterns and folders (folders: their image files, sorted)."""
-    paths = []
+    """
+    Image files from file names, glob patterns and folders (a folder: its image files, sorted;
+    subfolders are not entered, also when named like an image). Each file once, in order.
+    """
+    paths, seen = [], set()
+
+    def add(path):
+        key = os.path.realpath(path)
+        if key in seen:
+            logger.warning("'%s' is given more than once; processing it once.", path)
+            return
+        seen.add(key)
+        paths.append(path)
+
     for pattern in patterns:
         if os.path.isdir(pattern):
             found = sorted(
-                os.path.join(pattern, f) for f in os.listdir(pattern) if f.lower().endswith(IMAGE_EXTENSIONS)
+                os.path.join(pattern, f) for f in os.listdir(pattern)
+                if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(pattern, f))
             )
             if not found:
                 logger.warning("Folder '%s' has no image files (%s).", pattern, ", ".join(IMAGE_EXTENSIONS))
-            paths.extend(found)
+            for path in found:
+                add(path)
         elif glob.has_magic(pattern):
-            found = sorted(glob.glob(os.path.expanduser(pattern)))
+            matches = sorted(glob.glob(os.path.expanduser(pattern)))
+            found = [m for m in matches if os.path.isfile(m)]
+            if len(found) < len(matches):
+                logger.warning("Pattern '%s': skipping %d folder(s) it matches.", pattern, len(matches) - len(found))
             if not found:
                 logger.warning("Pattern '%s' matches no file.", pattern)
-            paths.extend(found)
+            for path in found:
+                add(path)
         else:
-            paths.append(pattern)  # a missing file is reported when it is read
+            add(pattern)  # a missing file is reported when it is read
     return paths
 
 
-def output_path_for(output, input_path, num_inputs):
-    """``output`` itself when it names a file and there is one input, else ``output/<input basename>``."""
-    is_file = os.path.splitext(output)[1] != "" and not os.path.isdir(output)
-    if is_file:
-        if num_inputs != 1:
-            raise SystemExit(f"--output '{output}' is a file name but there are {num_inputs} inputs; give a folder.")
-        parent = os.path.dirname(output)
-        if parent:
-            os.makedirs(parent, exist_ok=True)
-        return output
-    os.makedirs(output, exist_ok=True)
-    return os.path.join(output, os.path.basename(input_path))
+def _inside(path, folder):
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def output_is_file(output):
+    """--output names a file (an extension, not an existing folder, no trailing separator)."""
+    return (
+        bool(os.path.splitext(output)[1])
+        and not os.path.isdir(output)
+        and not output.endswith((os.sep, "/"))
+    )
+
+
+def plan_outputs(inputs, output, extensions, allow_in_input, forced_extension=None):
+    """
+    {input path: output path} for ``inputs`` written under ``output``, checked before any work:
+
+    - ``output`` as a file name needs exactly one input and an extension of ``extensions``;
+    - an output folder equal to or inside a folder holding an input is refused unless
+      ``allow_in_input`` (outputs are then named ``<name>_vis.<ext>``);
+    - inputs with the same file name from different folders get distinct names
+      (``<folder>__<name>``); no output may be an input or another input's output;
+    - the output folder must be writable.
+    """
+    from gridclip.cli import ToolError, check_writable_dir
+
+    input_dirs = {os.path.dirname(os.path.abspath(p)) for p in inputs}
+    if output_is_file(output):
+        extension = os.path.splitext(output)[1].lower()
+        if extension not in extensions:
+            raise ToolError(
+                f"--output '{output}' has the extension '{extension}', which is not one of "
+                f"{', '.join(extensions)}; give such a file name, or a folder (add a trailing '/')."
+            )
+        if len(inputs) != 1:
+            raise ToolError(f"--output '{output}' is a file name but there are {len(inputs)} inputs; give a folder.")
+        if os.path.exists(inputs[0]) and os.path.realpath(output) == os.path.realpath(inputs[0]):
+            raise ToolError(f"--output '{output}' is the input itself; it would be overwritten. Give another name.")
+        check_writable_dir(os.path.dirname(output) or ".", "output folder")
+        return {inputs[0]: output}
+
+    inside = sorted(d for d in input_dirs if _inside(output, d))
+    if inside and not allow_in_input:
+        raise ToolError(
+            f"--output '{output}' is {'the' if os.path.realpath(output) == os.path.realpath(inside[0]) else 'inside the'} "
+            f"input folder '{inside[0]}': the visualisations would mix with (or replace) the inputs. Give another "
+            "folder, or --allow-output-in-input to write <name>_vis files there."
+        )
+    basenames = [os.path.basename(p) for p in inputs]
+    collide = {b for b in basenames if basenames.count(b) > 1}
+    planned, used = {}, set()
+    input_real = {os.path.realpath(p) for p in inputs if os.path.exists(p)}
+    for path, base in zip(inputs, basenames):
+        stem, extension = os.path.splitext(base)
+        if forced_extension:
+            extension = forced_extension
+        if base in collide:  # the parent folder's name makes it unique; a counter if that is not enough
+            stem = f"{os.path.basename(os.path.dirname(os.path.abspath(path))) or 'root'}__{stem}"
+        if inside:
+            stem += VIS_SUFFIX
+        target, counter = os.path.join(output, stem + extension), 1
+        while os.path.realpath(target) in used or os.path.realpath(target) in input_real:
+            counter += 1
+            target = os.path.join(output, f"{stem}_{counter}{extension}")
+        used.add(os.path.realpath(target))
+        planned[path] = target
+    if collide:
+        logger.warning("Inputs share file names (%s): their outputs are named <folder>__<name>.", ", ".join(sorted(collide)))
+    check_writable_dir(output, "output folder")
+    return planned
+
+
+# ---------------------------------------------------------------------------------------- drawing
+def vocabulary_metadata(names):
+    """A metadata-only catalog entry whose thing_classes are ``names`` (for the Visualizers)."""
+    from detectron2.data import MetadataCatalog
+    from gridclip.data.vocabularies import register_vocabulary
+
+    return MetadataCatalog.get(register_vocabulary(names, "demo"))
 
 
 def describe(detections):
@@ -137,13 +259,52 @@ def describe(detections):
 
 def draw(image_bgr, detections, metadata):
     """Visualizer drawing of ``detections`` on the image; returns an HWC uint8 BGR array."""
+    from detectron2.utils.visualizer import ColorMode, Visualizer
+
     visualizer = Visualizer(image_bgr[:, :, ::-1], metadata, instance_mode=ColorMode.IMAGE)
     return visualizer.draw_instance_predictions(detections.to_instances()).get_image()[:, :, ::-1]
 
 
-def run_images(predictor, paths, metadata, output):
-    """Detect, print, visualise each image; returns the paths that failed."""
+def write_image(path, image_bgr):
+    """Encode by extension and write atomically (a temp file renamed onto ``path``): no partial file."""
+    import cv2
+
+    extension = os.path.splitext(path)[1].lower()
+    ok, encoded = cv2.imencode(extension, image_bgr)
+    if not ok:
+        raise ValueError(f"OpenCV cannot encode '{extension}' images (for '{path}').")
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".gridclip-demo-", suffix=extension, dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(encoded.tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def show(vis, wait_ms):
+    """Show one visualisation in the demo window; True when the user pressed Esc (stop)."""
+    import cv2
+    from gridclip.cli import ToolError
+
+    try:
+        cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
+        cv2.imshow(WINDOW_NAME, vis)
+        return cv2.waitKey(wait_ms) == 27
+    except cv2.error as e:
+        raise ToolError(f"Cannot open a window ({str(e).strip().splitlines()[-1]}); give --output FOLDER.") from None
+
+
+# ---------------------------------------------------------------------------------------- runs
+def run_images(predictor, targets, metadata):
+    """Detect, print, visualise each image (``targets``: {input: output or None}); returns the failed inputs."""
+    import tqdm
+
     failed = []
+    paths = list(targets)
     for path in tqdm.tqdm(paths, disable=len(paths) < 2, desc="images", file=sys.stderr):
         start = time.perf_counter()
         try:
@@ -157,32 +318,42 @@ def run_images(predictor, paths, metadata, output):
         logger.info("%s: detected %d instances in %.3fs", path, len(detections), elapsed)
         print(f"{path}: {len(detections)} detections: {describe(detections)}", flush=True)
         vis = draw(image, detections, metadata)
-        if output:
-            target = output_path_for(output, path, len(paths))
-            if not cv2.imwrite(target, vis):
-                logger.error("Could not write '%s' (is the extension an image format?).", target)
-                failed.append(path)
-        else:
-            cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
-            cv2.imshow(WINDOW_NAME, vis)
-            if cv2.waitKey(0) == 27:  # Esc
+        target = targets[path]
+        if target is None:
+            if show(vis, 0):
                 break
+            continue
+        try:
+            write_image(target, vis)
+        except (OSError, ValueError) as e:
+            logger.error("Failed on '%s': could not write '%s': %s", path, target, getattr(e, "strerror", None) or e)
+            failed.append(path)
     return failed
 
 
 def video_writer_for(path, fps, width, height):
     """cv2.VideoWriter for ``path`` (.avi: MJPG; .mkv: x264 if available; else mp4v)."""
+    import cv2
+    from gridclip.cli import ToolError, check_writable_dir
+
+    check_writable_dir(os.path.dirname(path) or ".", "output folder")
     extension = os.path.splitext(path)[1].lower()
     codecs = {".avi": ["MJPG"], ".mkv": ["x264", "mp4v"]}.get(extension, ["mp4v"])
     for codec in codecs:
         writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*codec), float(fps), (width, height), True)
         if writer.isOpened():
             return writer
-    raise SystemExit(f"Cannot open a video writer for '{path}' (tried codecs {codecs}); use .mp4 or .avi.")
+    raise ToolError(
+        f"OpenCV cannot open a video writer for '{path}' with codec(s) {', '.join(codecs)} (the folder is "
+        "writable); try another extension (.avi uses MJPG, available in every OpenCV build)."
+    )
 
 
 def process_frames(predictor, frames, metadata):
     """Yield (frame_index, visualised BGR frame, detections) for BGR frames, tracking colours across frames."""
+    from detectron2.utils.video_visualizer import VideoVisualizer
+    from detectron2.utils.visualizer import ColorMode
+
     visualizer = VideoVisualizer(metadata, ColorMode.IMAGE)
     for index, frame in enumerate(frames):
         start = time.perf_counter()
@@ -200,31 +371,32 @@ def read_frames(capture):
         yield frame
 
 
-def run_video(predictor, video_path, metadata, output):
-    """Visualise every frame of ``video_path``; returns the failed inputs (the video, if unreadable)."""
+def run_video(predictor, video_path, metadata, target):
+    """Visualise every frame of ``video_path`` (to ``target`` or a window); returns the failed inputs."""
+    import cv2
+    import tqdm
+
+    if not os.path.isfile(video_path):
+        logger.error("Failed on '%s': no such video file.", video_path)
+        return [video_path]
     capture = cv2.VideoCapture(video_path)
-    if not os.path.isfile(video_path) or not capture.isOpened():
-        logger.error("Failed on '%s': cannot open the video (missing file or unsupported format).", video_path)
+    if not capture.isOpened():
+        logger.error("Failed on '%s': cannot open the video (not a video, or a format OpenCV cannot read).", video_path)
         return [video_path]
     width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     num_frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    writer = None
-    if output:
-        base = os.path.splitext(os.path.basename(video_path))[0] + ".mp4"
-        target = output if os.path.splitext(output)[1] and not os.path.isdir(output) else os.path.join(output, base)
-        os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
-        writer = video_writer_for(target, fps, width, height)
-    start, count, names = time.perf_counter(), 0, set()
+    writer = video_writer_for(target, fps, width, height) if target else None
+    start, count, stopped = time.perf_counter(), 0, False
     try:
         frames = tqdm.tqdm(read_frames(capture), total=num_frames, desc="frames", file=sys.stderr)
         for index, vis, detections in process_frames(predictor, frames, metadata):
             count += 1
-            names.update(detections.class_names)
             print(f"{video_path} frame {index}: {len(detections)} detections: {describe(detections)}", flush=True)
             if writer is not None:
                 writer.write(vis)
-            elif show_frame(vis):
+            elif show(vis, 1):
+                stopped = True
                 break
     finally:
         capture.release()
@@ -236,17 +408,18 @@ def run_video(predictor, video_path, metadata, output):
     elapsed = time.perf_counter() - start
     logger.info("%s: %d frames in %.2fs (%.3fs per frame)%s", video_path, count, elapsed, elapsed / count,
                 f", written to {target}" if writer is not None else "")
+    if num_frames and count < num_frames and not stopped:
+        logger.error(
+            "Failed on '%s': the video ended after %d of its %d frames (truncated or corrupt)%s.", video_path, count,
+            num_frames, f"; the {count} decoded frames are in {target}" if writer is not None else "",
+        )
+        return [video_path]
     return []
 
 
-def show_frame(vis):
-    """Show one visualised frame in the demo window; True when the user pressed Esc (stop)."""
-    cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
-    cv2.imshow(WINDOW_NAME, vis)
-    return cv2.waitKey(1) == 27
+def run_webcam(predictor, metadata, target):
+    import cv2
 
-
-def run_webcam(predictor, metadata, output):
     capture = cv2.VideoCapture(0)
     if not capture.isOpened():
         logger.error("Cannot open the webcam (device 0).")
@@ -255,32 +428,55 @@ def run_webcam(predictor, metadata, output):
     try:
         for index, vis, detections in process_frames(predictor, read_frames(capture), metadata):
             print(f"webcam frame {index}: {len(detections)} detections: {describe(detections)}", flush=True)
-            if output:
+            if target:
                 if writer is None:
-                    target = output if os.path.splitext(output)[1] else os.path.join(output, "webcam.mp4")
-                    os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
                     writer = video_writer_for(target, 15, vis.shape[1], vis.shape[0])
                 writer.write(vis)
-            if show_frame(vis):
+            if display_available() and show(vis, 1):
                 break
     finally:
         capture.release()
         if writer is not None:
             writer.release()
-        cv2.destroyAllWindows()
+        if display_available():
+            cv2.destroyAllWindows()
     return []
 
 
+def plan_run(args):
+    """(image targets {input: output or None}, video target or None) after all checks; raises ToolError."""
+    from gridclip.cli import ToolError, check_writable_dir
+
+    if args.input:
+        paths = expand_inputs(args.input)
+        if not paths:
+            raise ToolError(f"--input {' '.join(args.input)}: no image file found.")
+        if not args.output:
+            return {p: None for p in paths}, None
+        return plan_outputs(paths, args.output, IMAGE_EXTENSIONS, args.allow_output_in_input), None
+    if not args.output:
+        return None, None
+    if args.video_input:
+        planned = plan_outputs([args.video_input], args.output, VIDEO_EXTENSIONS, args.allow_output_in_input,
+                               forced_extension=".mp4")
+        return None, planned[args.video_input]
+    if output_is_file(args.output):  # webcam
+        return None, plan_outputs(["webcam"], args.output, VIDEO_EXTENSIONS, True)["webcam"]
+    return None, os.path.join(check_writable_dir(args.output, "output folder"), "webcam.mp4")
+
+
 def main(argv=None):
+    """The demo; returns the exit status (expected failures raise, see :func:`cli_main`)."""
     args = get_parser().parse_args(argv)
+    import gridclip  # noqa: F401  (first: applies the Detectron2 compatibility fixes)
+    from detectron2.utils.logger import setup_logger
+    from gridclip.predictor import GridCLIPPredictor
+
     setup_logger(name="fvcore")
     setup_logger(name="gridclip")
     logger.info("Arguments: %s", args)
-    sources = sum([bool(args.input), bool(args.video_input), bool(args.webcam)])
-    if sources != 1:
-        raise SystemExit("Give exactly one of --input, --video-input, --webcam.")
-    if len(args.opts) % 2:
-        raise SystemExit(f"--opts takes KEY VALUE pairs, got an odd number of items: {args.opts}")
+    check_arguments(args)
+    image_targets, video_target = plan_run(args)
     vocabulary = resolve_demo_vocabulary(args)
     predictor = GridCLIPPredictor(
         args.config_file,
@@ -288,25 +484,33 @@ def main(argv=None):
         opts=args.opts,
         device="cpu" if args.cpu else None,
         confidence_threshold=args.confidence_threshold,
+        allow_partial_weights=args.allow_partial_weights,
     )
-    metadata = vocabulary_metadata(predictor.vocabulary, args.vocabulary or "config")
+    metadata = vocabulary_metadata(predictor.vocabulary)
     logger.info("Vocabulary: %d classes (%s%s)", len(predictor.vocabulary), ", ".join(predictor.vocabulary[:10]),
                 ", ..." if len(predictor.vocabulary) > 10 else "")
 
     if args.input:
-        paths = expand_inputs(args.input)
-        if not paths:
-            raise SystemExit(f"--input {args.input}: no image found.")
-        failed = run_images(predictor, paths, metadata, args.output)
+        failed = run_images(predictor, image_targets, metadata)
     elif args.video_input:
-        failed = run_video(predictor, args.video_input, metadata, args.output)
+        failed = run_video(predictor, args.video_input, metadata, video_target)
     else:
-        failed = run_webcam(predictor, metadata, args.output)
+        failed = run_webcam(predictor, metadata, video_target)
     if failed:
         logger.error("%d input(s) failed: %s", len(failed), ", ".join(failed))
         return 1
     return 0
 
 
+def cli_main(argv=None):
+    """The command line: ``--help`` and usage errors before any heavy import; expected failures end with
+    one line and exit status 1 (``--debug`` / ``GRIDCLIP_DEBUG=1``: the traceback)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    get_parser().parse_args(argv)  # --help / usage errors exit here, in a fraction of a second
+    from gridclip.cli import run_tool
+
+    return run_tool(main, argv, prog="demo.py")
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(cli_main())

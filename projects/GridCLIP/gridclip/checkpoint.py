@@ -11,10 +11,20 @@
 - Vocabulary-size-aware loading: checkpoints record the training vocabulary; loading one trained with
   another vocabulary size loads every vocabulary-free weight and logs one line naming the skipped
   (vocabulary-sized) keys and both sizes.
+- Shapes must fit: a checkpoint whose (vocabulary-free) parameter shapes differ from the model's — a
+  checkpoint of another config — raises :class:`CheckpointMismatchError` listing the parameters,
+  instead of fvcore's "Skip loading parameter" warnings and a partly random model. ``allow_partial``
+  (``MODEL.GRIDCLIP.ALLOW_PARTIAL_WEIGHTS``) opts in to loading only what fits. ``require_complete``
+  (inference) also refuses checkpoints that lack model weights or carry weights the model does not have.
+- Checkpoints record the training and test vocabularies, so inference needs no dataset to know the
+  class names (:data:`VOCABULARY_KEY`, :data:`TEST_VOCABULARY_KEY`).
+- A full disk while saving raises an ``OSError`` with ``ENOSPC`` naming the checkpoint file (the
+  previous checkpoint stays intact).
 - Truncated / corrupt files raise :class:`CorruptCheckpointError` naming the file; when it is the one
   ``last_checkpoint`` points to during ``--resume``, the message names the newest intact checkpoint
   and how to resume from it.
 """
+import errno
 import glob
 import logging
 import os
@@ -28,10 +38,22 @@ from detectron2.checkpoint import DetectionCheckpointer
 
 from .utils import unwrap_model
 
-__all__ = ["CorruptCheckpointError", "GridCLIPCheckpointer", "is_intact_checkpoint", "safe_load_pickle"]
+__all__ = [
+    "CheckpointMismatchError",
+    "CorruptCheckpointError",
+    "GridCLIPCheckpointer",
+    "is_intact_checkpoint",
+    "safe_load_pickle",
+]
 
 #: extra checkpoint entry holding the model's training vocabulary (a list of str)
 VOCABULARY_KEY = "gridclip_train_class_names"
+#: extra checkpoint entry holding the model's test vocabulary at saving time (a list of str)
+TEST_VOCABULARY_KEY = "gridclip_test_class_names"
+#: model weights inference never uses (the image-level alignment head): not required to be complete
+INFERENCE_UNUSED_PREFIXES = ("image_head.",)
+#: how many mismatched parameters an error lists
+_MAX_LISTED = 8
 #: prefix of the temporary files written during an atomic save (not ``*.pth``: never listed as checkpoints)
 TEMP_PREFIX = ".tmp-gridclip-"
 
@@ -40,6 +62,33 @@ logger = logging.getLogger(__name__)
 
 class CorruptCheckpointError(RuntimeError):
     """A checkpoint file that cannot be read (truncated, empty, not a checkpoint)."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint whose weights do not fit the model (other shapes, or missing/extra weights)."""
+
+
+_PARTIAL_HINT = (
+    "To load only the weights that fit anyway (the others keep their random initialisation), opt in "
+    "with MODEL.GRIDCLIP.ALLOW_PARTIAL_WEIGHTS True (GridCLIPPredictor(allow_partial_weights=True), "
+    "tools/demo.py --allow-partial-weights)."
+)
+
+
+def _listed(items):
+    text = ", ".join(items[:_MAX_LISTED])
+    return text + (f" and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else "")
+
+
+def _errno_in_chain(exc, code):
+    """The OSError with ``errno == code`` in ``exc``'s cause/context chain (torch wraps it), or None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno == code:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 # ---------------------------------------------------------------------------------------- file helpers
@@ -126,16 +175,29 @@ def safe_load_pickle(path: str):
 class GridCLIPCheckpointer(DetectionCheckpointer):
     """
     ``DetectionCheckpointer`` with atomic saves, pickle-free loading, vocabulary-size-aware loading and
-    clear errors for corrupt files (see the module docstring). Same constructor and API.
+    clear errors for corrupt files and checkpoints that do not fit (see the module docstring).
+
+    Same constructor and API as ``DetectionCheckpointer``, plus two keyword-only switches:
+    ``allow_partial`` (load only the weights that fit; default False = error) and
+    ``require_complete`` (also refuse missing / unexpected model weights, for inference).
     """
 
+    def __init__(self, model, save_dir="", *, save_to_disk=None, allow_partial=False, require_complete=False,
+                 **checkpointables):
+        super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
+        self.allow_partial = bool(allow_partial)
+        self.require_complete = bool(require_complete)
+
     @classmethod
-    def from_checkpointer(cls, checkpointer: DetectionCheckpointer) -> "GridCLIPCheckpointer":
+    def from_checkpointer(cls, checkpointer: DetectionCheckpointer, allow_partial=None) -> "GridCLIPCheckpointer":
         """The same model, folder, save_to_disk and checkpointables, as a ``GridCLIPCheckpointer``."""
+        if allow_partial is None:
+            allow_partial = getattr(checkpointer, "allow_partial", False)
         return cls(
             checkpointer.model,
             checkpointer.save_dir,
             save_to_disk=checkpointer.save_to_disk,
+            allow_partial=allow_partial,
             **checkpointer.checkpointables,
         )
 
@@ -154,6 +216,9 @@ class GridCLIPCheckpointer(DetectionCheckpointer):
         names = getattr(unwrap_model(self.model), "train_class_names", None)
         if names is not None:
             data[VOCABULARY_KEY] = [str(n) for n in names]
+        test_names = getattr(unwrap_model(self.model), "test_class_names", None)
+        if test_names is not None:
+            data[TEST_VOCABULARY_KEY] = [str(n) for n in test_names]
         data.update(kwargs)
 
         basename = f"{name}.pth"
@@ -163,8 +228,21 @@ class GridCLIPCheckpointer(DetectionCheckpointer):
         os.makedirs(self.save_dir, exist_ok=True)
         self._remove_stale_temp_files()
         self.logger.info(f"Saving checkpoint to {save_file}")
-        _atomic_write(save_file, lambda f: torch.save(data, f))
-        self.tag_last_checkpoint(basename)
+        try:
+            _atomic_write(save_file, lambda f: torch.save(data, f))
+            self.tag_last_checkpoint(basename)
+        except (OSError, RuntimeError) as e:  # torch.save reports a full disk as "enforce fail at inline_container"
+            full = _errno_in_chain(e, errno.ENOSPC)
+            if full is None:
+                raise
+            previous = os.path.join(self.save_dir, "last_checkpoint")
+            raise OSError(
+                errno.ENOSPC,
+                f"No space left on device while writing checkpoint {save_file} (the partial file was removed; "
+                f"{'the previous checkpoint named in ' + previous + ' is intact' if os.path.isfile(previous) else 'no earlier checkpoint exists'}). "
+                "Free space there or set OUTPUT_DIR to another disk, then continue with --resume",
+                save_file,
+            ) from None
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         if not self._is_local_dir():
@@ -215,6 +293,25 @@ class GridCLIPCheckpointer(DetectionCheckpointer):
                 "from MODEL.WEIGHTS."
             )
         return message
+
+    def read(self, path: str) -> dict:
+        """The checkpoint dict of ``path`` (safe loading, clear errors), without loading it into the model."""
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"Checkpoint {path} not found (MODEL.WEIGHTS or the file named in last_checkpoint)."
+            )
+        return self._load_file(path)
+
+    def load_checkpoint_dict(self, checkpoint: dict, path: str) -> dict:
+        """Load a dict returned by :meth:`read` into the model (same checks as :meth:`load`); returns the rest."""
+        self._loading_path = path
+        try:
+            incompatible = self._load_model(checkpoint)
+            if incompatible is not None:
+                self._log_incompatible_keys(incompatible)
+        finally:
+            self._loading_path = None
+        return checkpoint
 
     def load(self, path: str, checkpointables: Optional[List[str]] = None):
         if path and "://" not in path and not os.path.isfile(path):
@@ -284,6 +381,43 @@ class GridCLIPCheckpointer(DetectionCheckpointer):
 
     def _load_model(self, checkpoint):
         checkpoint_names = checkpoint.pop(VOCABULARY_KEY, None)
+        checkpoint.pop(TEST_VOCABULARY_KEY, None)
+        incompatible = self._load_model_with_vocabulary(checkpoint, checkpoint_names)
+        self._check_fit(incompatible)
+        return incompatible
+
+    def _check_fit(self, incompatible):
+        """Raise :class:`CheckpointMismatchError` for weights that do not fit (unless ``allow_partial``)."""
+        if incompatible is None or self.allow_partial:
+            return
+        source = getattr(self, "_loading_path", None) or "the checkpoint"
+        if incompatible.incorrect_shapes:
+            shapes = [f"{k} {tuple(s_ckpt)} vs {tuple(s_model)}" for k, s_ckpt, s_model in incompatible.incorrect_shapes]
+            raise CheckpointMismatchError(
+                f"{source} does not fit this model: {len(shapes)} parameter(s) have other shapes (checkpoint vs "
+                f"model): {_listed(shapes)}. It was trained with another config (e.g. MODEL.CLIP.MODEL_NAME, "
+                "FPN.OUT_CHANNELS, GRIDCLIP.ADAPTER_CHANNELS): use that config. " + _PARTIAL_HINT
+            )
+        if not self.require_complete:
+            return
+
+        def used(key):
+            return not key.startswith(INFERENCE_UNUSED_PREFIXES)
+
+        missing = [k for k in incompatible.missing_keys if used(k)]
+        unexpected = [k for k in incompatible.unexpected_keys if used(k)]
+        if missing or unexpected:
+            parts = []
+            if missing:
+                parts.append(f"{len(missing)} weight(s) of the model are not in it ({_listed(missing)})")
+            if unexpected:
+                parts.append(f"it has {len(unexpected)} weight(s) the model lacks ({_listed(unexpected)})")
+            raise CheckpointMismatchError(
+                f"{source} does not fit this model: {'; '.join(parts)}. It was trained with another config "
+                "(e.g. MODEL.FCOS.NUM_CONVS, MODEL.CLIP.USE_MHSA): use that config. " + _PARTIAL_HINT
+            )
+
+    def _load_model_with_vocabulary(self, checkpoint, checkpoint_names):
         incompatible = super()._load_model(checkpoint)
         model_names = getattr(unwrap_model(self.model), "train_class_names", None)
         if model_names is None:

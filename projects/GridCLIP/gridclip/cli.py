@@ -79,11 +79,31 @@ def _os_error_in_chain(exc):
     return None
 
 
+def _worker_error(exc):
+    """An expected failure inside a ``--num-gpus`` worker: torch.multiprocessing re-raises it in the
+    launcher as ProcessRaisedException whose text ends with the worker's ``Type: message`` line."""
+    if type(exc).__name__ != "ProcessRaisedException":
+        return None
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return None
+    last = lines[-1].strip()
+    type_name, _, message = last.partition(": ")
+    expected = {t.__name__ for t in _expected_types()} | {
+        "FileNotFoundError", "PermissionError", "NotADirectoryError", "IsADirectoryError", "NonFiniteLossError",
+        "CorruptImageError",
+    }
+    if type_name.rsplit(".", 1)[-1] not in expected:
+        return None
+    process = next((line.strip(" -") for line in lines if "terminated with the following error" in line), "a worker process")
+    return ToolError(f"{process.replace(' terminated with the following error:', '')} failed: {message or last}")
+
+
 def expected_error(exc):
     """The exception to report in one line, or None when ``exc`` is a bug (show its traceback)."""
     if isinstance(exc, _expected_types()):
         return exc
-    return _os_error_in_chain(exc)
+    return _worker_error(exc) or _os_error_in_chain(exc)
 
 
 def _one_line(text: str) -> str:

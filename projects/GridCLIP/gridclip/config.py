@@ -126,6 +126,9 @@ def add_gridclip_config(cfg):
     _C.MODEL.GRIDCLIP.LEARN_LOGIT_SCALE = True
     # Attach each detection's grid embedding (G at its location) to the output instances.
     _C.MODEL.GRIDCLIP.RETURN_GRID_EMBEDDINGS = False
+    # MODEL.WEIGHTS whose parameter shapes do not fit the model (a checkpoint of another config) is
+    # an error listing the parameters; True = load only the weights that fit (the rest stays random).
+    _C.MODEL.GRIDCLIP.ALLOW_PARTIAL_WEIGHTS = False
 
     # ---------------------------------------------------------------- inference speed-ups (exact)
     # (gridclip/modeling/inference_optimization.py, decoding.py; same detections as without them)
@@ -166,6 +169,9 @@ def add_gridclip_config(cfg):
     # (SOLVER.WARMUP_METHOD "constant" / "linear" are Detectron2's and match MMDetection's warm-ups.)
 
     # ---------------------------------------------------------------- data
+    # Your own COCO-format datasets, registered by every process that loads this config (train_net
+    # and its --num-gpus workers, the predictor): a list of [name, json file, image folder].
+    _C.DATASETS.COCO_FORMAT = []
     # Skip (and count, with a warning) images that fail to load during training; False = fail.
     _C.DATALOADER.SKIP_CORRUPT_IMAGES = True
     _C.INPUT.CROP.ENABLED = False

@@ -11,9 +11,15 @@
     rescored = predictor.rescore(result, ["bicycle", "tricycle"])   # no model re-run
 
 Like Detectron2's ``DefaultPredictor``: images given as arrays are HWC uint8 in **BGR** order (what
-``cv2.imread`` returns); paths are read with Detectron2's ``read_image``. Each image is resized with
-the config's test-time resize (``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``) and boxes are returned
-in the original image's coordinates.
+``cv2.imread`` returns); paths are decoded by :func:`gridclip.data.mapper.read_image` (every mode and
+bit depth, EXIF orientation applied). Each image is resized with the config's test-time resize
+(``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``) and boxes are returned in the original image's
+coordinates.
+
+Inference needs no dataset: the model is built for the vocabulary it will score (text embeddings of
+that vocabulary only), and when none is given the class names come from the config's test
+vocabulary, a registered test dataset, or the checkpoint (GridCLIP checkpoints store them). Every
+vocabulary goes through :func:`gridclip.data.vocabularies.validate_vocabulary`.
 """
 import logging
 import os
@@ -22,18 +28,20 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn import functional as F
 
-from detectron2.data import detection_utils
+from detectron2.data import DatasetCatalog
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
-from .checkpoint import GridCLIPCheckpointer
+from .checkpoint import TEST_VOCABULARY_KEY, VOCABULARY_KEY, GridCLIPCheckpointer
 from .config import get_gridclip_cfg
-from .data.vocabularies import resolve_vocabulary
+from .data.mapper import read_image as decode_image
+from .data.vocabularies import register_vocabulary, resolve_vocabulary, validate_vocabulary
 
-__all__ = ["Detections", "GridCLIPPredictor", "load_predictor_config"]
+__all__ = ["Detections", "GridCLIPPredictor", "inference_model_config", "load_predictor_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +110,35 @@ def load_predictor_config(config_file, weights=None, opts=(), device=None, confi
     return cfg
 
 
+def inference_model_config(cfg, class_names):
+    """
+    A frozen copy of ``cfg`` that builds the model for inference on ``class_names`` alone: the
+    training and test vocabularies are those names (a metadata-only catalog entry, see
+    :func:`register_vocabulary`) and no dataset is named, so building reads no dataset file and text
+    embeddings are built (or loaded from the cache) for these names only. With grid alignment no
+    weight depends on the vocabulary, so every checkpoint weight still loads.
+    """
+    entry = register_vocabulary(class_names, "inference")
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.GRIDCLIP.TRAIN_VOCABULARY = entry
+    cfg.MODEL.GRIDCLIP.TEST_VOCABULARY = entry
+    cfg.DATASETS.TRAIN = ()
+    cfg.DATASETS.TEST = ()
+    cfg.freeze()
+    return cfg
+
+
+def _registered_dataset_classes(dataset_name):
+    """The classes of a dataset that is registered in this process (reading no file), else None."""
+    if not dataset_name or dataset_name not in DatasetCatalog.list():
+        return None
+    try:
+        return resolve_vocabulary("", dataset_name)
+    except (KeyError, ValueError):
+        return None
+
+
 class GridCLIPPredictor:
     """
     Batched open-vocabulary inference with a GridCLIP model built from a config (+ weights).
@@ -118,6 +155,14 @@ class GridCLIPPredictor:
         device: "cpu", "cuda", "cuda:1", ... (None = the config's MODEL.DEVICE).
         confidence_threshold: minimum score of returned detections (None = the config's
             MODEL.FCOS.SCORE_THRESH_TEST).
+        allow_partial_weights: load a checkpoint whose weights do not all fit the model (the others stay
+            randomly initialised); default False = a :class:`gridclip.checkpoint.CheckpointMismatchError`
+            listing the parameters. Also ``MODEL.GRIDCLIP.ALLOW_PARTIAL_WEIGHTS``.
+
+    Without ``vocabulary`` the class names are, in this order: the config's
+    ``MODEL.GRIDCLIP.TEST_VOCABULARY``; the classes of ``DATASETS.TEST[0]`` if that dataset is
+    registered in this process; the test vocabulary stored in the checkpoint; its training
+    vocabulary. No dataset file is read.
     """
 
     def __init__(
@@ -128,21 +173,29 @@ class GridCLIPPredictor:
         opts=(),
         device=None,
         confidence_threshold: Optional[float] = None,
+        allow_partial_weights: bool = False,
     ):
-        from .engine.trainer import register_generated_datasets
-
         self.cfg = load_predictor_config(config_file, weights, opts, device, confidence_threshold)
-        # The generated embedded-default dataset supplies the training vocabulary of its configs.
-        register_generated_datasets(self.cfg, generate=False)
-        self.model = build_model(self.cfg)
-        self.model.eval()
-        if not getattr(self.model, "grid_align", False):
+        if not self.cfg.MODEL.GRIDCLIP.GRID_ALIGN:
             raise ValueError(
                 "GridCLIPPredictor needs a model with grid-level alignment (MODEL.GRIDCLIP.GRID_ALIGN True): "
                 "grid embeddings and run-time vocabularies exist only then."
             )
-        if self.cfg.MODEL.WEIGHTS:
-            GridCLIPCheckpointer(self.model).load(self.cfg.MODEL.WEIGHTS)
+        checkpointer = GridCLIPCheckpointer(
+            nn.Module(),
+            allow_partial=allow_partial_weights or self.cfg.MODEL.GRIDCLIP.ALLOW_PARTIAL_WEIGHTS,
+            require_complete=True,
+        )
+        weights_path = self.cfg.MODEL.WEIGHTS
+        checkpoint = checkpointer.read(weights_path) if weights_path else None
+        #: the training vocabulary stored in the checkpoint (None: not a GridCLIP checkpoint / no weights)
+        self.checkpoint_train_class_names = list(checkpoint[VOCABULARY_KEY]) if checkpoint and VOCABULARY_KEY in checkpoint else None
+        names = self._initial_vocabulary(vocabulary, checkpoint)
+        self.model = build_model(inference_model_config(self.cfg, names))
+        self.model.eval()
+        if checkpoint is not None:
+            checkpointer.model = self.model
+            checkpointer.load_checkpoint_dict(checkpoint, weights_path)
         else:
             logger.warning("GridCLIPPredictor: no weights given (MODEL.WEIGHTS is empty); the detector is untrained.")
         self.resize = T.ResizeShortestEdge(
@@ -151,8 +204,35 @@ class GridCLIPPredictor:
         self.input_format = self.cfg.INPUT.FORMAT
         if self.input_format not in ("RGB", "BGR"):
             raise ValueError(f"INPUT.FORMAT must be 'RGB' or 'BGR' for GridCLIPPredictor, got {self.input_format!r}.")
+
+    def _initial_vocabulary(self, vocabulary, checkpoint) -> List[str]:
+        """The validated class names to build the model for (see the class doc for the order)."""
         if vocabulary is not None:
-            self.set_vocabulary(vocabulary)
+            return resolve_vocabulary(vocabulary)
+        gc = self.cfg.MODEL.GRIDCLIP
+        if gc.TEST_VOCABULARY.strip():
+            return resolve_vocabulary(gc.TEST_VOCABULARY)
+        test_datasets = list(self.cfg.DATASETS.TEST)
+        names = _registered_dataset_classes(test_datasets[0] if test_datasets else None)
+        if names is not None:
+            return names
+        for key in (TEST_VOCABULARY_KEY, VOCABULARY_KEY):
+            if checkpoint and checkpoint.get(key):
+                names = validate_vocabulary(checkpoint[key], f"the checkpoint's {key}")
+                logger.info("GridCLIPPredictor: using the %d class names stored in the checkpoint (%s).", len(names), key)
+                return names
+        train_datasets = list(self.cfg.DATASETS.TRAIN)
+        if gc.TRAIN_VOCABULARY.strip():
+            return resolve_vocabulary(gc.TRAIN_VOCABULARY)
+        names = _registered_dataset_classes(train_datasets[0] if train_datasets else None)
+        if names is not None:
+            return names
+        raise ValueError(
+            "GridCLIPPredictor: no vocabulary given and none is known without a dataset: the config sets no "
+            f"MODEL.GRIDCLIP.TEST_VOCABULARY, its datasets {test_datasets + train_datasets} are not registered in "
+            "this process, and the weights store no class names. Pass vocabulary=[...] (tools/demo.py: "
+            "--vocabulary lvis|coco|voc|custom)."
+        )
 
     # ------------------------------------------------------------------ vocabulary
     @property
@@ -171,7 +251,7 @@ class GridCLIPPredictor:
         are built with the model's CLIP text tower (cached) unless ``text_embeddings`` ([K, D] or a
         file) is given. Returns the resolved names.
         """
-        names = resolve_vocabulary(vocabulary) if isinstance(vocabulary, str) else [str(n) for n in vocabulary]
+        names = resolve_vocabulary(vocabulary)
         self.model.set_vocabulary(names, text_embeddings)
         return list(names)
 
@@ -179,19 +259,14 @@ class GridCLIPPredictor:
         """[K, D] L2-normalised text embeddings of ``names`` from the model's CLIP (prompt templates as in training)."""
         from .modeling.text_embeddings import load_text_embeddings
 
-        return load_text_embeddings([str(n) for n in names], **self.model.text_encoder)
+        return load_text_embeddings(validate_vocabulary(names, "text_embeddings()"), **self.model.text_encoder)
 
     # ------------------------------------------------------------------ inference
     def read_image(self, image: ImageInput) -> np.ndarray:
         """A path or an HWC uint8 BGR array → HWC uint8 BGR array; clear errors naming the input."""
         if isinstance(image, (str, os.PathLike)):
             path = os.fspath(image)
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"Image file '{path}' does not exist.")
-            try:
-                return detection_utils.read_image(path, format="BGR")
-            except Exception as e:  # PIL: truncated / not an image / unsupported format
-                raise ValueError(f"Cannot read image '{path}': {type(e).__name__}: {e}") from None
+            return decode_image(path, format="BGR")
         if isinstance(image, np.ndarray):
             if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
                 raise ValueError(
@@ -264,13 +339,12 @@ class GridCLIPPredictor:
 
         Args:
             result: a :class:`Detections` from this predictor.
-            text_names: K names to score against.
+            text_names: K names to score against: a list, or a vocabulary spec string ("cat,dog",
+                "coco", a file), validated like every vocabulary.
             text_embeddings: optional [K, D] embeddings of ``text_names`` (default: built with the
                 model's CLIP text tower, cached).
         """
-        names = [str(n) for n in text_names]
-        if not names:
-            raise ValueError("rescore: text_names is empty.")
+        names = resolve_vocabulary(text_names) if text_names is not None else validate_vocabulary([], "rescore")
         embeddings = self.text_embeddings(names) if text_embeddings is None else torch.as_tensor(text_embeddings)
         if embeddings.shape != (len(names), self.embed_dim):
             raise ValueError(

@@ -23,7 +23,8 @@ Category ids of the subsets are contiguous in the subset's class space; the meta
 has ``class_frequencies`` ("r"/"c"/"f" per class) and ``class_synonyms``.
 
 Generated data: :func:`register_synthetic_lvis`. Your own COCO-format data:
-:func:`register_custom_coco_dataset`.
+:func:`register_custom_coco_dataset`, or declared in the config (``DATASETS.COCO_FORMAT``,
+:func:`register_config_datasets`) so that every process registers it.
 """
 import json
 import logging
@@ -40,6 +41,7 @@ __all__ = [
     "register_lvis_ov_datasets",
     "register_synthetic_lvis",
     "register_custom_coco_dataset",
+    "register_config_datasets",
     "guard_builtin_datasets",
     "LVIS_OV_DATASETS",
 ]
@@ -225,11 +227,12 @@ def register_synthetic_lvis(root, prefix="synthetic_lvis"):
     ``root``. Reads the train json's categories (to know which are rare); images are read later.
 
     Registers ``{prefix}_v1_train`` (all classes), ``{prefix}_v1_train_base`` (rare annotations
-    removed; thing_classes = the base classes, ids contiguous in base space) and ``{prefix}_v1_val``
-    (all classes; evaluator_type "lvis"). Re-registering replaces earlier registrations.
+    removed; thing_classes = the base classes, ids contiguous in base space), ``{prefix}_v1_val``
+    (all classes; evaluator_type "lvis") and ``{prefix}_v1_val_base`` (val, base classes: the closed-set
+    protocol). Re-registering replaces earlier registrations.
 
     Returns:
-        dict: {"train": name, "train_base": name, "val": name}.
+        dict: {"train": name, "train_base": name, "val": name, "val_base": name}.
     """
     from .world import synthetic_lvis_paths
 
@@ -245,8 +248,11 @@ def register_synthetic_lvis(root, prefix="synthetic_lvis"):
     if ids != list(range(1, len(ids) + 1)):
         raise ValueError(f"Category ids in {paths['train_json']} must be 1..{len(ids)}, got {ids}.")
 
-    names = {"train": f"{prefix}_v1_train", "train_base": f"{prefix}_v1_train_base", "val": f"{prefix}_v1_val"}
-    splits = {"train": ("train_json", None), "train_base": ("train_json", ("c", "f")), "val": ("val_json", None)}
+    names = {"train": f"{prefix}_v1_train", "train_base": f"{prefix}_v1_train_base", "val": f"{prefix}_v1_val",
+             "val_base": f"{prefix}_v1_val_base"}
+    # val_base: val with the base classes only (the closed-set protocol, as lvis_v1_val_cf)
+    splits = {"train": ("train_json", None), "train_base": ("train_json", ("c", "f")), "val": ("val_json", None),
+              "val_base": ("val_json", ("c", "f"))}
     for key, (json_key, keep) in splits.items():
         name, json_file = names[key], paths[json_key]
         meta = _categories_metadata(train_categories, keep_frequencies=keep)
@@ -307,6 +313,10 @@ def register_custom_coco_dataset(name, json_file, image_root):
             f"Custom dataset '{name}': category names in '{json_file}' must be non-empty and unique "
             f"(empty names for ids {empty}; duplicates {duplicates})."
         )
+    from .vocabularies import validate_vocabulary
+
+    # The one vocabulary check (invisible characters, case-only duplicates), as for every other source.
+    class_names = validate_vocabulary(class_names, f"custom dataset '{name}' ({json_file})")
     if name in DatasetCatalog.list():
         existing = MetadataCatalog.get(name).get("json_file")
         if existing is None or os.path.abspath(existing) != os.path.abspath(json_file):
@@ -326,6 +336,31 @@ def register_custom_coco_dataset(name, json_file, image_root):
         image_root,
     )
     return class_names
+
+
+def register_config_datasets(cfg):
+    """
+    Register the COCO-format datasets a config declares in ``DATASETS.COCO_FORMAT`` (a list of
+    ``[name, json file, image folder]``) with :func:`register_custom_coco_dataset`. Every process
+    that loads the config calls this (``tools/train_net.py`` in the launcher and in each
+    ``--num-gpus`` worker), so the datasets exist wherever they are used. Relative paths are relative
+    to the working directory, as for every Detectron2 path.
+
+    Returns:
+        list[str]: the registered names.
+    """
+    entries = list(cfg.DATASETS.get("COCO_FORMAT", ()) or ())
+    names = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, (list, tuple)) or len(entry) != 3 or not all(isinstance(x, str) for x in entry):
+            raise ValueError(
+                f"DATASETS.COCO_FORMAT[{index}] is {entry!r}; each entry is [name, json file, image folder], "
+                'e.g. ["my_train", "data/my/train.json", "data/my/images"].'
+            )
+        name, json_file, image_root = entry
+        register_custom_coco_dataset(name, os.path.expanduser(json_file), os.path.expanduser(image_root))
+        names.append(name)
+    return names
 
 
 register_lvis_ov_datasets()

@@ -6,6 +6,12 @@ Training: read the image (RGB), multi-scale ``ResizeShortestEdge`` -> optional `
 dropped. The output carries ``"flipped"`` (whether a flip was applied; the teacher-embedding cache
 keys on it). Test: ``ResizeShortestEdge(MIN_SIZE_TEST, MAX_SIZE_TEST)``, annotations removed.
 
+Images are decoded by :func:`read_image` faithfully for every mode and bit depth Pillow (or, as a
+fallback, OpenCV) reads: 16-bit and 32-bit grey levels are scaled to 8 bits instead of saturating to
+white, float images in [0, 1] are scaled instead of turning black, transparent pixels are composited
+over white, palette/CMYK/YCbCr images are converted; EXIF orientation is applied. Images whose values
+cannot be mapped to 8 bits unambiguously are refused with a message naming the file and the mode.
+
 Corrupt or unreadable images: with ``DATALOADER.SKIP_CORRUPT_IMAGES`` (training only) the mapper logs
 a warning naming the file, counts it (:func:`corrupt_image_count`) and returns ``None``, so
 Detectron2's ``MapDataset`` loads another image instead; otherwise it raises
@@ -14,6 +20,7 @@ Detectron2's ``MapDataset`` loads another image instead; otherwise it raises
 import copy
 import logging
 import multiprocessing
+import os
 from typing import List, Optional, Union
 
 import numpy as np
@@ -27,6 +34,7 @@ from detectron2.structures import BoxMode
 __all__ = [
     "GridCLIPDatasetMapper",
     "CorruptImageError",
+    "read_image",
     "build_gridclip_augmentation",
     "corrupt_image_count",
     "corrupt_image_files",
@@ -76,6 +84,143 @@ def _count_corrupt(file_name):
             _CORRUPT_COUNT.value += 1
     _LOCAL_CORRUPT_COUNT[0] += 1
     _CORRUPT_FILES.append(file_name)
+
+
+# ---------------------------------------------------------------------------------------- decoding
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I;16BS", "I;16LS")
+
+
+class UnsupportedImageError(ValueError):
+    """An image that decodes but whose pixel values have no faithful 8-bit RGB form."""
+
+
+def _to_uint8_levels(values, file_name, mode):
+    """Grey levels of any integer/float array -> uint8, by their bit depth (never by clipping)."""
+    if values.dtype == np.uint8:
+        return values
+    if values.dtype == bool:
+        return values.astype(np.uint8) * 255
+    if np.issubdtype(values.dtype, np.floating):
+        if not np.all(np.isfinite(values)):
+            raise UnsupportedImageError(f"Image '{file_name}' (mode {mode}) has NaN or infinite pixel values.")
+        low, high = float(values.min()), float(values.max())
+        if low >= 0.0 and high <= 1.0:
+            return np.round(values * 255.0).astype(np.uint8)
+        if low >= 0.0 and high <= 255.0:
+            return np.round(values).astype(np.uint8)
+        raise UnsupportedImageError(
+            f"Image '{file_name}' (mode {mode}) holds float values in [{low:g}, {high:g}]; only [0, 1] or "
+            "[0, 255] map to 8-bit colours unambiguously. Convert it to an 8-bit image first."
+        )
+    info = np.iinfo(values.dtype)
+    low, high = int(values.min()), int(values.max())
+    if values.dtype == np.uint16 or (low >= 0 and high <= 65535 and high > 255):
+        return np.round(values.astype(np.float64) / 257.0).astype(np.uint8)  # 16-bit: 65535 -> 255
+    if low >= 0 and high <= 255:
+        return values.astype(np.uint8)
+    raise UnsupportedImageError(
+        f"Image '{file_name}' (mode {mode}, {info.bits}-bit) holds values in [{low}, {high}], outside the 8- or "
+        "16-bit range; convert it to an 8-bit image first."
+    )
+
+
+def _pil_to_rgb(image, file_name):
+    """A PIL image of any mode -> HWC uint8 RGB array."""
+    from PIL import Image
+
+    mode = image.mode
+    if mode == "RGB":
+        return np.asarray(image)
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        return _pil_to_rgb(image, file_name)
+    if mode in _ALPHA_MODES:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+    if mode in ("1", "L"):
+        grey = np.asarray(image.convert("L"))
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
+        values = np.asarray(image)
+        if mode in _SIXTEEN_BIT_MODES:
+            values = values.astype(np.uint16)
+        grey = _to_uint8_levels(values, file_name, mode)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    try:  # CMYK, YCbCr, LAB, HSV, ...
+        return np.asarray(image.convert("RGB"))
+    except (ValueError, OSError) as e:
+        raise UnsupportedImageError(f"Image '{file_name}' has mode {mode}, which cannot be converted to RGB: {e}") from None
+
+
+def _cv2_to_rgb(array, file_name):
+    """An array from cv2.imdecode(IMREAD_UNCHANGED) -> HWC uint8 RGB (OpenCV orders channels BGR)."""
+    mode = f"OpenCV {array.dtype}"
+    if array.ndim == 2:
+        grey = _to_uint8_levels(array, file_name, mode)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise UnsupportedImageError(f"Image '{file_name}' has {array.shape} pixels; expected 1, 3 or 4 channels.")
+    channels = _to_uint8_levels(array, file_name, mode)
+    if channels.shape[2] == 1:
+        return np.repeat(channels, 3, axis=2)
+    rgb = channels[:, :, 2::-1].astype(np.float64)
+    if channels.shape[2] == 4:  # composite over white, as for Pillow
+        alpha = channels[:, :, 3:4].astype(np.float64) / 255.0
+        rgb = rgb * alpha + 255.0 * (1.0 - alpha)
+    return np.round(rgb).astype(np.uint8)
+
+
+def read_image(file_name, format="RGB"):
+    """
+    Decode an image file faithfully (see the module doc).
+
+    Args:
+        file_name (str): the image file.
+        format (str): "RGB", "BGR" or "L" (grey).
+
+    Returns:
+        np.ndarray: HWC uint8 (HW1 for "L"), EXIF orientation applied.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: not an image either library can decode, or
+        pixel values without a faithful 8-bit form (the message names the file and the mode).
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if format not in ("RGB", "BGR", "L"):
+        raise ValueError(f"read_image: format must be 'RGB', 'BGR' or 'L', got {format!r}.")
+    file_name = os.fspath(file_name)
+    if not os.path.isfile(file_name):
+        if os.path.isdir(file_name):
+            raise IsADirectoryError(f"Image '{file_name}' is a folder, not an image file.")
+        raise FileNotFoundError(f"Image file '{file_name}' does not exist.")
+    rgb = None
+    try:
+        with Image.open(file_name) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            rgb = _pil_to_rgb(image, file_name)
+    except UnsupportedImageError:
+        raise
+    except UnidentifiedImageError as pil_error:  # a format Pillow does not know: OpenCV may (never for
+        import cv2  # a known format Pillow failed on: OpenCV decodes truncated files into grey garbage)
+
+        data = np.fromfile(file_name, dtype=np.uint8)
+        array = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+        if array is None:
+            raise ValueError(f"Cannot decode image '{file_name}': not an image file Pillow or OpenCV can read "
+                             f"({pil_error}).") from None
+        rgb = _cv2_to_rgb(array, file_name)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as pil_error:
+        raise ValueError(f"Cannot decode image '{file_name}': {type(pil_error).__name__}: {pil_error}") from None
+    if format == "BGR":
+        return np.ascontiguousarray(rgb[:, :, ::-1])
+    if format == "L":
+        grey = np.round(rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
+        return grey[:, :, None]
+    return rgb
 
 
 def is_valid_box(bbox, bbox_mode, height=None, width=None):
@@ -173,7 +318,7 @@ class GridCLIPDatasetMapper:
     def _read_image(self, dataset_dict):
         file_name = dataset_dict["file_name"]
         try:
-            image = utils.read_image(file_name, format=self.image_format)
+            image = read_image(file_name, format=self.image_format)
             utils.check_image_size(dataset_dict, image)
         except Exception as e:  # PIL/OS errors, truncated files, size mismatch with the annotation
             message = f"Cannot use image '{file_name}': {type(e).__name__}: {e}"

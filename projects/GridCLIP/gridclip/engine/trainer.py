@@ -195,6 +195,10 @@ class GridCLIPTrainer(DefaultTrainer):
                 out_dir = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
                 os.makedirs(out_dir, exist_ok=True)
                 write_paper_table(results_i, os.path.join(out_dir, "paper_table.md"), title=title)
+                if isinstance(evaluator, COCOEvaluator):  # LVIS writes its own per-category AP JSON
+                    from ..evaluation.coco_per_category import write_coco_per_category_ap
+
+                    write_coco_per_category_ap(results_i, dataset_name, out_dir)
         if len(results) == 1:
             results = list(results.values())[0]
         return results
