@@ -104,10 +104,12 @@ def _normalise_name(name):
     return " ".join(str(name).replace("_", " ").lower().split())
 
 
-def vocabulary_to_dataset_index(vocabulary, dataset_classes, dataset_name="the test dataset"):
+def vocabulary_to_dataset_index(vocabulary, dataset_classes, dataset_name="the test dataset", class_synonyms=None):
     """
     [len(vocabulary)] int64 tensor: the dataset class index of each vocabulary name (case, ``_`` and
-    spacing ignored), or None when the vocabulary is the dataset's classes in order.
+    spacing ignored; a name may also match one of the class's ``class_synonyms``, since Detectron2's
+    builtin LVIS names each class by its first synonym, e.g. "bull" -> "horned_cow"), or None when the
+    vocabulary is the dataset's classes in order.
 
     Raises:
         ValueError: a vocabulary name that is not a class of the dataset (its detections could not be
@@ -121,6 +123,9 @@ def vocabulary_to_dataset_index(vocabulary, dataset_classes, dataset_name="the t
     index = {}
     for i, name in enumerate(dataset_classes):
         index.setdefault(_normalise_name(name), i)
+    for i, synonyms in enumerate(class_synonyms or []):
+        for name in synonyms or []:
+            index.setdefault(_normalise_name(name), i)
     mapped = [index.get(_normalise_name(name)) for name in vocabulary]
     missing = [name for name, i in zip(vocabulary, mapped) if i is None]
     if missing:
@@ -196,7 +201,9 @@ class GridCLIPLVISEvaluator(LVISEvaluator):
         self.per_category_results = OrderedDict()
         classes = list(self._metadata.get("thing_classes", []) or [])
         self._vocabulary_to_dataset = (
-            vocabulary_to_dataset_index(vocabulary, classes, dataset_name) if vocabulary is not None and classes else None
+            vocabulary_to_dataset_index(vocabulary, classes, dataset_name, self._class_synonyms(classes))
+            if vocabulary is not None and classes
+            else None
         )
         self.protocol = self._protocol(vocabulary, classes)
         self.paper_table_title = f"{dataset_name} (LVISEvaluator; {self.protocol['description']})"
@@ -207,6 +214,17 @@ class GridCLIPLVISEvaluator(LVISEvaluator):
         if id_map:
             return {v: int(k) for k, v in id_map.items()}
         return {i: i + 1 for i in range(num_classes)}  # Detectron2's LVIS convention: id = index + 1
+
+    def _class_synonyms(self, classes):
+        """Per dataset class: the metadata's ``class_synonyms`` and the GT json category's name + synonyms."""
+        synonyms = list(self._metadata.get("class_synonyms", None) or [[] for _ in classes])
+        to_id = self._dataset_index_to_category_id(len(classes))
+        cats = self._lvis_api.cats
+        for i in range(len(classes)):
+            cat = cats.get(to_id.get(i))
+            if cat is not None:
+                synonyms[i] = list(synonyms[i]) + [cat["name"]] + list(cat.get("synonyms", []))
+        return synonyms
 
     def _protocol(self, vocabulary, classes):
         gt_ids = list(self._lvis_api.get_cat_ids())
