@@ -310,3 +310,27 @@ def test_bad_vocabulary_arguments():
         te.load_text_embeddings(["cat", " _ "], TINY_BACKBONE_CLIP, "")
     with pytest.raises(ValueError, match="Unknown open_clip model 'NoSuchModel'"):
         te.load_text_embeddings(["cat"], "NoSuchModel", "")
+
+
+@pytest.mark.parametrize("model_name", [TINY_BACKBONE_CLIP, TINY_TEACHER_CLIP])
+def test_needed_context_run_equals_the_full_77_token_run(model_name):
+    torch.manual_seed(0)
+    model = create_clip_model(model_name, "").eval()
+    tokenizer = open_clip.get_tokenizer(model_name)
+    names = ["cat", "red striped umbrella", "aerosol_can", "bat_(animal)", "a very long category name " * 3]
+    prompts = te.build_prompts(names, te.VILD_TEMPLATES[:7])
+    tokens = tokenizer(prompts)
+    lengths = te.needed_context_lengths(model, tokens)
+    assert lengths is not None and int(lengths.max()) < tokens.shape[1] // 2  # the shortcut really is shorter
+    with torch.no_grad():
+        full = model.encode_text(tokens, normalize=True)
+        short = te.encode_text_tokens(model, tokens, int(lengths.max()))
+        # Each prompt alone on exactly its own length, too.
+        single = torch.cat([te.encode_text_tokens(model, tokens[i:i + 1], int(lengths[i])) for i in range(0, len(tokens), 9)])
+    assert (short - full).abs().max() <= 1e-5
+    assert (single - full[::9]).abs().max() <= 1e-5
+    # The batched, length-sorted vocabulary encoder gives ViLD's recipe on the full context.
+    with torch.no_grad():
+        embeddings = te.encode_text_embeddings(model, tokenizer, names, te.VILD_TEMPLATES[:7], batch_size=4)
+    expected = F.normalize(full.view(len(names), 7, -1).mean(dim=1), dim=-1)
+    assert (embeddings - expected).abs().max() <= 1e-5
