@@ -7,6 +7,7 @@ kept), and every token attends to every token with the pool's own q/k/v/c projec
 the image embedding z̄ (identical to ``CLIP.encode_image`` at the CLIP input size); tokens 1.. are
 the grid embeddings z.
 """
+import math
 from typing import Tuple
 
 import torch
@@ -27,13 +28,16 @@ def interpolate_positional_embedding(positional_embedding: torch.Tensor, height:
         [1 + height*width, C]: class-token embedding unchanged, grid resized bicubically
         (returned as is when the grid already is height×width).
     """
-    num_grid = positional_embedding.shape[0] - 1
-    side = int(round(num_grid ** 0.5))
+    # A parameter's shape is fixed: read it as Python ints, also under torch.jit.trace (where sizes are
+    # traced tensors and round() of one fails). height/width may be traced: no Python test on them then
+    # (bicubic resizing to the same size is the identity).
+    num_grid = int(positional_embedding.shape[0]) - 1
+    side = math.isqrt(num_grid)
     if side * side != num_grid:
         raise ValueError(
             f"CLIP positional embedding has {num_grid} grid tokens, which is not a square grid."
         )
-    if (side, side) == (height, width):
+    if not torch.jit.is_tracing() and (side, side) == (height, width):
         return positional_embedding
     cls_pos, grid_pos = positional_embedding[:1], positional_embedding[1:]
     channels = grid_pos.shape[1]
