@@ -1,4 +1,4 @@
-"""gridclip.engine.launch runs N CPU processes with gloo when there is no CUDA."""
+"""gridclip.engine.launch runs N CPU processes with gloo when there is no CUDA (via Detectron2 main's launch or its own workers)."""
 import json
 import subprocess
 import sys
@@ -66,3 +66,28 @@ def test_multi_machine_auto_url_refused():
         pytest.skip("CPU path only")
     with pytest.raises(ValueError, match="dist_url=auto is not supported for multi-machine"):
         launch(print, num_gpus_per_machine=2, num_machines=2, dist_url="auto")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="exercises the CPU/gloo path")
+def test_cpu_launch_uses_detectron2s_launcher_where_it_supports_cpu(monkeypatch):
+    """Detectron2 main's launch starts gloo without CUDA: used as is; v0.6's asserts CUDA: ours runs."""
+    import functools
+
+    import importlib
+
+    from gridclip.compat import detectron2_launch_supports_cpu
+
+    launch_module = importlib.import_module("gridclip.engine.launch")  # the module, not the function
+    calls = []
+    monkeypatch.setattr(launch_module, "detectron2_launch", lambda main, *a: calls.append(("detectron2", main)))
+    monkeypatch.setattr(launch_module.mp, "start_processes", lambda worker, **k: calls.append(("gridclip", worker)))
+    launch_module.launch(print, num_gpus_per_machine=2, dist_url="auto")
+    supports_cpu, why = detectron2_launch_supports_cpu()
+    assert why
+    (route, target), = calls
+    if supports_cpu:
+        assert route == "detectron2"
+        assert isinstance(target, functools.partial) and target.func is launch_module._run_cpu_rank
+    else:
+        assert route == "gridclip" and target is launch_module._cpu_worker
+        assert "requires CUDA" in why

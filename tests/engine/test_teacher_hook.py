@@ -1,9 +1,15 @@
-"""TeacherEmbeddingHook in a real Detectron2 SimpleTrainer loop with a dummy model and a list-based loader."""
+"""
+TeacherEmbeddingHook in real Detectron2 trainers (SimpleTrainer, AMPTrainer, DefaultTrainer; given
+the trainer as the weakref.proxy register_hooks makes or as the object itself) with a dummy model and
+a list-based loader, on whichever Detectron2 is installed (v0.6 or main).
+"""
+import warnings
+
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
-from detectron2.engine import SimpleTrainer, TrainerBase
+from detectron2.engine import HookBase, SimpleTrainer, TrainerBase
 
 from gridclip import add_gridclip_config
 from gridclip.engine.teacher_hook import TeacherEmbeddingHook
@@ -191,3 +197,136 @@ def test_teacher_dim_mismatch_is_reported_before_training():
     trainer = _trainer(model, _batches(1), TeacherEmbeddingHook(CLIPImageTeacher(TINY_TEACHER_CLIP, "")))
     with pytest.raises(ValueError, match="outputs 512 dims.*32-dim"):
         trainer.train(0, 1)
+
+
+# ------------------------------------------------------------------ every trainer the hook meets
+def _assert_every_step_had_embeddings(model, num_steps, batch_size=2):
+    assert [len(b) for b in model.seen] == [batch_size] * num_steps
+    assert all(e.shape == (TEACHER_DIM,) for b in model.seen for *_, e in b)
+
+
+def test_hook_given_the_real_trainer_instead_of_a_proxy():
+    """register_hooks hands hooks a weakref.proxy; code that sets hook.trainer itself may not."""
+    model = RecordingModel()
+    trainer = SimpleTrainer(model, _batches(2), torch.optim.SGD(model.parameters(), lr=0.1))
+    hook = TeacherEmbeddingHook(CLIPImageTeacher(TINY_TEACHER_CLIP, ""))
+    hook.trainer = trainer
+    original = trainer._data_loader_iter
+    hook.before_train()
+    batch = next(trainer._data_loader_iter)
+    assert all(d["teacher_embedding"].shape == (TEACHER_DIM,) for d in batch)
+    hook.after_train()
+    assert trainer._data_loader_iter is original
+
+
+def test_hook_through_a_proxy_wraps_the_iterator_of_this_detectron2():
+    """Detectron2 main's `_data_loader_iter` is a read-only property; v0.6's a plain attribute."""
+    import weakref
+
+    model = RecordingModel()
+    trainer = SimpleTrainer(model, _batches(1), torch.optim.SGD(model.parameters(), lr=0.1))
+    hook = TeacherEmbeddingHook(CLIPImageTeacher(TINY_TEACHER_CLIP, ""))
+    trainer.register_hooks([hook])
+    assert isinstance(hook.trainer, weakref.ProxyType)
+    hook.before_train()
+    read_only = isinstance(getattr(SimpleTrainer, "_data_loader_iter", None), property)
+    assert hook._wrapped_trainer[1] == ("_data_loader_iter_obj" if read_only else "_data_loader_iter")
+    assert "teacher_embedding" in next(trainer._data_loader_iter)[0]
+    hook.after_train()
+
+
+def test_hook_with_amp_trainer_wraps_and_restores_the_iterator_on_cpu():
+    """AMPTrainer's step needs CUDA (see the cuda test below); its iterator handling is the same on CPU."""
+    from detectron2.engine import AMPTrainer
+
+    model = RecordingModel()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's GradScaler warns that it is disabled without CUDA
+        trainer = AMPTrainer(model, _batches(2), torch.optim.SGD(model.parameters(), lr=0.1))
+    hook = TeacherEmbeddingHook(CLIPImageTeacher(TINY_TEACHER_CLIP, ""))
+    trainer.register_hooks([hook])
+    original = trainer._data_loader_iter
+    hook.before_train()
+    for _ in range(2):
+        assert all(d["teacher_embedding"].shape == (TEACHER_DIM,) for d in next(trainer._data_loader_iter))
+    hook.after_train()
+    assert trainer._data_loader_iter is original and hook.teacher is None
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="AMPTrainer's training step requires CUDA")
+def test_hook_in_an_amp_trainer_loop_on_cuda():
+    from detectron2.engine import AMPTrainer
+
+    model = RecordingModel().cuda()
+    batches = [[dict(d, image=d["image"].cuda()) for d in b] for b in _batches(2)]
+    trainer = AMPTrainer(model, batches, torch.optim.SGD(model.parameters(), lr=0.1))
+    trainer.register_hooks([TeacherEmbeddingHook(CLIPImageTeacher(TINY_TEACHER_CLIP, ""))])
+    trainer.train(0, 2)
+    _assert_every_step_had_embeddings(model, 2)
+    assert all(e.device.type == "cuda" for b in model.seen for *_, e in b)
+    assert len(trainer.storage.history("time/teacher").values()) == 2
+
+
+def test_hook_follows_a_data_loader_replaced_during_training():
+    model = RecordingModel()
+    trainer = SimpleTrainer(model, _batches(1), torch.optim.SGD(model.parameters(), lr=0.1))
+    replacement = _batches(3)
+
+    class ReplaceLoader(HookBase):
+        def after_step(self):
+            if self.trainer.iter == 0:
+                if hasattr(self.trainer, "reset_data_loader"):  # Detectron2 main
+                    self.trainer.reset_data_loader(lambda: replacement)
+                else:  # v0.6: the iterator is a plain attribute
+                    self.trainer.data_loader = replacement
+                    self.trainer._data_loader_iter = iter(replacement)
+
+    trainer.register_hooks([TeacherEmbeddingHook(CLIPImageTeacher(TINY_TEACHER_CLIP, "")), ReplaceLoader()])
+    trainer.train(0, 3)
+    _assert_every_step_had_embeddings(model, 3)
+
+
+@pytest.fixture
+def detectron2_logger_at_info():
+    """DefaultTrainer sets up Detectron2's logger unless INFO is enabled: keep the test's logging as it is."""
+    import logging
+
+    d2_logger = logging.getLogger("detectron2")
+    level = d2_logger.level
+    d2_logger.setLevel(logging.INFO)
+    yield
+    d2_logger.setLevel(level)
+
+
+def test_hook_in_a_real_default_trainer(tmp_path, detectron2_logger_at_info):
+    from detectron2.engine import DefaultTrainer
+
+    model = RecordingModel()
+
+    class Trainer(DefaultTrainer):
+        @classmethod
+        def build_model(cls, cfg):
+            return model
+
+        @classmethod
+        def build_train_loader(cls, cfg):
+            return _batches(3)
+
+        def build_hooks(self):
+            return [TeacherEmbeddingHook(CLIPImageTeacher(TINY_TEACHER_CLIP, ""))] + super().build_hooks()
+
+    cfg = get_cfg()
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.OUTPUT_DIR = str(tmp_path)
+    cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS, cfg.SOLVER.WARMUP_ITERS = 3, (), 0
+    cfg.SOLVER.BASE_LR, cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.CHECKPOINT_PERIOD = 0.01, 2, 1000
+    trainer = Trainer(cfg)
+    original = trainer._trainer._data_loader_iter
+    trainer.train()
+    _assert_every_step_had_embeddings(model, 3)
+    assert len(trainer.storage.history("time/teacher").values()) == 3
+    assert trainer._trainer._data_loader_iter is original
+    assert (tmp_path / "model_final.pth").is_file()
+    saved = torch.load(tmp_path / "model_final.pth", weights_only=False)
+    assert set(saved["model"]) == set(model.state_dict())  # no teacher weights

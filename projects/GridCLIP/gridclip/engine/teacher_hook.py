@@ -15,6 +15,7 @@ once and reused, which skips the teacher entirely after the first epoch. That is
 the teacher's input is the same each epoch, i.e. without random crop and multi-scale resizing;
 :meth:`TeacherEmbeddingHook.from_config` refuses such configs.
 """
+import inspect
 import logging
 import time
 
@@ -93,6 +94,7 @@ class TeacherEmbeddingHook(HookBase):
         self._cache = {}
         self._wrapped_trainer = None
         self._original_iterator = None
+        self._wrapped_iterator = None
         self._pending_cuda_timing = None
 
     @classmethod
@@ -102,7 +104,8 @@ class TeacherEmbeddingHook(HookBase):
         if teacher_cfg.CACHE_EMBEDDINGS:
             check_teacher_cache_allowed(cfg)
         teacher = CLIPImageTeacher(
-            teacher_cfg.MODEL_NAME, teacher_cfg.PRETRAINED, device="cpu", amp=teacher_cfg.AMP
+            teacher_cfg.MODEL_NAME, teacher_cfg.PRETRAINED, device="cpu", amp=teacher_cfg.AMP,
+            input_mode=teacher_cfg.INPUT,
         )
         return {
             "teacher": teacher,
@@ -123,12 +126,34 @@ class TeacherEmbeddingHook(HookBase):
 
     @staticmethod
     def _iterator_attribute(inner):
-        # Detectron2 v0.6 keeps the iterator in `_data_loader_iter`; later versions create it lazily
-        # behind a `_data_loader_iter` property backed by `_data_loader_iter_obj`.
-        if isinstance(getattr(type(inner), "_data_loader_iter", None), property):
-            inner._data_loader_iter  # noqa: B018  (creates the iterator)
+        """
+        The attribute of ``inner`` to assign the wrapped iterator to. Detectron2 v0.6 keeps the
+        iterator in a plain ``_data_loader_iter``; main creates it lazily behind a read-only
+        ``_data_loader_iter`` property backed by ``_data_loader_iter_obj``. Hooks get the trainer as
+        a ``weakref.proxy``, whose ``type()`` is the proxy type, so the class is read through the
+        proxy (``inner.__class__``).
+        """
+        descriptor = inspect.getattr_static(inner.__class__, "_data_loader_iter", None)
+        if isinstance(descriptor, property):
+            if descriptor.fset is not None:
+                return "_data_loader_iter"
+            if not hasattr(inner, "_data_loader_iter_obj"):
+                raise TypeError(
+                    f"TeacherEmbeddingHook cannot wrap the data iterator of {inner.__class__.__name__}: its "
+                    "_data_loader_iter is a read-only property without a _data_loader_iter_obj attribute."
+                )
             return "_data_loader_iter_obj"
         return "_data_loader_iter"
+
+    def _wrap_iterator(self):
+        """Put the teacher between the trainer's data iterator and its training step."""
+        inner = self._inner_trainer()
+        attribute = self._iterator_attribute(inner)
+        current = inner._data_loader_iter  # on main this creates the iterator if needed
+        self._original_iterator = current
+        self._wrapped_iterator = self._iterate_with_teacher(current)
+        setattr(inner, attribute, self._wrapped_iterator)
+        self._wrapped_trainer = (inner, attribute)
 
     def before_train(self):
         if self.teacher is None:
@@ -146,21 +171,27 @@ class TeacherEmbeddingHook(HookBase):
                 "MODEL.GRIDCLIP.TEACHER.MODEL_NAME match the model (the image head's output size follows it)."
             )
         self.teacher.to(_module_device(model))
-        attribute = self._iterator_attribute(inner)
-        self._original_iterator = getattr(inner, attribute)
-        setattr(inner, attribute, self._iterate_with_teacher(self._original_iterator))
-        self._wrapped_trainer = (inner, attribute)
+        self._wrap_iterator()
         logger.info(
             f"Teacher {self.teacher.model_name!r} ({self.teacher.pretrained or 'random init'}) on "
             f"{self.teacher.device}: {self.teacher.embed_dim}-dim embeddings at {self.teacher.input_size}"
             + (", cached by (image_id, flipped)" if self.cache_embeddings else "")
         )
 
+    def before_step(self):
+        # A data loader replaced during training (e.g. main's SimpleTrainer.reset_data_loader) drops the
+        # wrapped iterator: wrap the new one so no batch reaches the model without its embeddings.
+        if self._wrapped_trainer is not None:
+            inner, attribute = self._wrapped_trainer
+            if getattr(inner, attribute) is not self._wrapped_iterator:
+                logger.info("The trainer's data iterator was replaced; putting the teacher in front of the new one.")
+                self._wrap_iterator()
+
     def after_train(self):
         if self._wrapped_trainer is not None:
             inner, attribute = self._wrapped_trainer
             setattr(inner, attribute, self._original_iterator)
-            self._wrapped_trainer = self._original_iterator = None
+            self._wrapped_trainer = self._original_iterator = self._wrapped_iterator = None
         if self.teacher is not None:
             on_cuda = self.teacher.device.type == "cuda"
             self.teacher = None

@@ -8,7 +8,7 @@ from collections import OrderedDict
 
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.engine import DefaultTrainer
+from detectron2.engine import DefaultTrainer, TrainerBase
 from detectron2.evaluation import (
     COCOEvaluator,
     DatasetEvaluators,
@@ -24,6 +24,7 @@ from ..data.build import build_gridclip_test_loader, build_gridclip_train_loader
 from ..data.vocabularies import resolve_vocabulary
 from ..evaluation import GridCLIPLVISEvaluator, format_paper_table, write_paper_table
 from ..checkpoint import GridCLIPCheckpointer
+from ..compat import default_trainer_restores_inner_state, detectron2_compiled_ops
 from ..utils import unwrap_model
 from .health import FiniteLossHook
 from .solver import build_optimizer
@@ -82,7 +83,7 @@ def evaluator_type_of(cfg, dataset_name):
 
 
 def build_evaluator(cfg, dataset_name, output_folder=None):
-    """LVISEvaluator (+ per-category AP), COCOEvaluator(use_fast_impl=False) or PascalVOC, by dataset."""
+    """LVISEvaluator (+ per-category AP), COCOEvaluator (fast with a compiled Detectron2) or PascalVOC, by dataset."""
     output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
     evaluator_type = evaluator_type_of(cfg, dataset_name)
     if evaluator_type == "lvis":
@@ -94,10 +95,11 @@ def build_evaluator(cfg, dataset_name, output_folder=None):
             vocabulary=resolve_vocabulary(cfg.MODEL.GRIDCLIP.TEST_VOCABULARY, dataset_name),
         )
     if evaluator_type == "coco":
-        # Detectron2's fast COCO evaluator is a compiled op; the pycocotools path gives the same numbers.
+        # Detectron2's fast COCO evaluator (same numbers as pycocotools, faster accumulate) is a compiled
+        # op: used with a compiled Detectron2, the pycocotools path with the v0.6 sdist's placeholder.
         return COCOEvaluator(
-            dataset_name, tasks=("bbox",), output_dir=output_folder, use_fast_impl=False,
-            max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+            dataset_name, tasks=("bbox",), output_dir=output_folder,
+            use_fast_impl=detectron2_compiled_ops()[0], max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
         )
     if evaluator_type == "pascal_voc":
         return PascalVOCDetectionEvaluator(dataset_name)
@@ -142,18 +144,23 @@ class GridCLIPTrainer(DefaultTrainer):
         return build_optimizer(cfg, model)
 
     def state_dict(self):
-        # Detectron2 v0.6's DefaultTrainer checkpoints only the iteration and hook states: without the
-        # inner trainer's state a resumed run restarts SGD momentum (and the AMP grad scaler) from zero.
         ret = super().state_dict()
-        ret["_trainer"] = self._trainer.state_dict()
+        if "_trainer" not in ret:
+            # Detectron2 v0.6's DefaultTrainer checkpoints only the iteration and hook states (main adds
+            # "_trainer" itself): without it a resumed run restarts SGD momentum and the AMP grad scaler.
+            ret["_trainer"] = self._trainer.state_dict()
         return ret
 
     def load_state_dict(self, state_dict):
-        super().load_state_dict(state_dict)
-        if "_trainer" in state_dict:
-            self._trainer.load_state_dict(state_dict["_trainer"])
-        else:
+        if "_trainer" not in state_dict:
+            # A checkpoint of an older run (Detectron2 v0.6's DefaultTrainer did not save it); main's
+            # DefaultTrainer.load_state_dict would raise KeyError, so restore what the checkpoint has.
             logger.warning("The checkpoint has no optimizer state (older run): SGD momentum restarts from zero.")
+            TrainerBase.load_state_dict(self, state_dict)
+            return
+        super().load_state_dict(state_dict)
+        if not default_trainer_restores_inner_state():
+            self._trainer.load_state_dict(state_dict["_trainer"])
 
     def build_hooks(self):
         # Atomic, pickle-free, vocabulary-aware checkpoints (the PeriodicCheckpointer hook takes this one).
