@@ -6,6 +6,14 @@ RN50x64 for GridCLIP-R50-RN) and embeds the images the training loader already p
 tensors of any size, preprocessed on the teacher's device exactly as CLIP's own inference transform
 does (shortest side → input size, bicubic with antialiasing, center crop, /255, CLIP mean/std).
 
+What the teacher sees (``input_mode``, MODEL.GRIDCLIP.TEACHER.INPUT):
+
+- ``"center_crop"`` (default; CLIP's transform): the centre square of the image, so a 4:3 image
+  loses 25 % of its width and a 16:9 one 44 %;
+- ``"letterbox"``: the whole image, longest side → input size (same resize), centred on a square
+  canvas filled with CLIP's mean colour (0 after normalisation), as the student's z̄ sees the whole
+  image. The paper does not say which; ``tools`` / the ablation runner measure both.
+
 Parity with open_clip: CLIP's transform resizes a PIL image (uint8, Pillow's bicubic); here the
 resize runs on tensors (torchvision bicubic with antialiasing, rounded back to 0..255). The two differ by
 a few grey levels on some pixels (measured: mean |diff| ≈ 0.003, max ≈ 0.04 in normalised units, i.e.
@@ -25,9 +33,11 @@ from open_clip import get_model_preprocess_cfg
 
 from .clip_loading import create_clip_model
 
-__all__ = ["CLIPImageTeacher"]
+__all__ = ["CLIPImageTeacher", "INPUT_MODES"]
 
 _SUPPORTED_FORMATS = ("RGB", "BGR")
+#: MODEL.GRIDCLIP.TEACHER.INPUT values
+INPUT_MODES = ("center_crop", "letterbox")
 
 
 def _as_pair(size):
@@ -54,7 +64,7 @@ class CLIPImageTeacher(nn.Module):
         model_name, pretrained (str): what it was built from.
     """
 
-    def __init__(self, model_name, pretrained, device="cpu", amp=True):
+    def __init__(self, model_name, pretrained, device="cpu", amp=True, input_mode="center_crop"):
         """
         Args:
             model_name (str): open_clip model name, e.g. "ViT-B-32-quickgelu", "RN50x64-quickgelu".
@@ -62,8 +72,12 @@ class CLIPImageTeacher(nn.Module):
                 (see :func:`gridclip.modeling.clip_loading.create_clip_model`).
             device: where the teacher runs; move it later with ``.to(device)``.
             amp (bool): run the image tower under fp16 autocast when on CUDA.
+            input_mode (str): "center_crop" (CLIP's) or "letterbox" (the whole image; module doc).
         """
+        if input_mode not in INPUT_MODES:
+            raise ValueError(f"MODEL.GRIDCLIP.TEACHER.INPUT must be one of {INPUT_MODES}, got {input_mode!r}.")
         super().__init__()
+        self.input_mode = input_mode
         clip_model = create_clip_model(model_name, pretrained, device="cpu")
         preprocess_cfg = get_model_preprocess_cfg(clip_model)
         self.visual = clip_model.visual
@@ -124,6 +138,8 @@ class CLIPImageTeacher(nn.Module):
         if batch.shape[1] == 1:
             batch = batch.expand(-1, 3, -1, -1)
         h, w = batch.shape[-2:]
+        if self.input_mode == "letterbox":
+            return self._letterbox(batch)
         if out_h == out_w:
             # torchvision's shortest-edge rule (what open_clip's Resize(int) uses).
             size = [out_h]
@@ -134,6 +150,24 @@ class CLIPImageTeacher(nn.Module):
         # Pillow resizes uint8 images: round and clamp the same way.
         batch = batch.round_().clamp_(0, 255)
         return TF.center_crop(batch, [out_h, out_w])
+
+    def _letterbox(self, batch):
+        """
+        float (B, 3, H, W) 0..255 → (B, 3, h, w): longest side fitted, centred; the padding is NaN here
+        and becomes 0 (CLIP's mean colour) after normalisation in :meth:`preprocess`, whatever the
+        channel order.
+        """
+        out_h, out_w = self.input_size
+        h, w = batch.shape[-2:]
+        scale = min(out_h / h, out_w / w)
+        new_h, new_w = max(1, min(out_h, int(math.floor(h * scale + 0.5)))), max(1, min(out_w, int(math.floor(w * scale + 0.5))))
+        if (new_h, new_w) != (h, w):
+            batch = TF.resize(batch, [new_h, new_w], interpolation=self.interpolation, antialias=True)
+            batch = batch.round_().clamp_(0, 255)
+        canvas = batch.new_full((batch.shape[0], 3, out_h, out_w), float("nan"))
+        top, left = (out_h - new_h) // 2, (out_w - new_w) // 2
+        canvas[:, :, top:top + new_h, left:left + new_w] = batch
+        return canvas
 
     def preprocess(self, images, input_format="RGB"):
         """
@@ -164,7 +198,10 @@ class CLIPImageTeacher(nn.Module):
             batch[indices] = self._resize_and_crop([images[i] for i in indices])
         if input_format == "BGR":
             batch = batch.flip(1)
-        return (batch / 255.0 - self.pixel_mean) / self.pixel_std
+        pixels = (batch / 255.0 - self.pixel_mean) / self.pixel_std
+        if self.input_mode == "letterbox":
+            pixels = torch.nan_to_num_(pixels, nan=0.0)  # the padding: CLIP's mean colour
+        return pixels
 
     @torch.no_grad()
     def encode(self, images, input_format="RGB"):
@@ -189,5 +226,6 @@ class CLIPImageTeacher(nn.Module):
     def extra_repr(self):
         return (
             f"model_name={self.model_name!r}, pretrained={self.pretrained!r}, input_size={self.input_size}, "
+            f"input_mode={self.input_mode!r}, "
             f"embed_dim={self.embed_dim}, amp={self.amp}"
         )
