@@ -23,7 +23,8 @@ pytestmark = [
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN_NET = os.path.join(REPO, "tools", "train_net.py")
 EMBEDDED_DEFAULT = os.path.join(REPO, "configs", "GridCLIP-Tiny-Synthetic.yaml")
-SHORT_SCHEDULE = [
+RANDOM_WEIGHTS = ["MODEL.CLIP.PRETRAINED", "", "MODEL.GRIDCLIP.TEACHER.PRETRAINED", ""]
+SHORT_SCHEDULE = RANDOM_WEIGHTS + [
     "MODEL.DEVICE", "cuda",
     "SOLVER.AMP.ENABLED", "True",
     "SOLVER.MAX_ITER", "60",
@@ -72,7 +73,9 @@ def trained(tmp_path_factory):
 
 def test_train_net_trains_checkpoints_and_evaluates_on_cuda(trained, cuda_report):
     workdir, output_dir, log = trained
-    assert (workdir / "datasets" / "synthetic_lvis" / "annotations" / "lvis_v1_val.json").is_file()
+    from gridclip.data.synthetic import synthetic_lvis_paths
+
+    assert os.path.isfile(synthetic_lvis_paths(workdir / "datasets" / "synthetic_lvis")["val_json"])
     assert (output_dir / "model_0000029.pth").is_file() and (output_dir / "model_final.pth").is_file()
     checkpoint = torch.load(output_dir / "model_final.pth", map_location="cpu", weights_only=True)
     assert checkpoint["iteration"] == 59
@@ -93,7 +96,7 @@ def test_train_net_trains_checkpoints_and_evaluates_on_cuda(trained, cuda_report
 
 def test_eval_only_on_cuda_reproduces_the_training_evaluation(trained):
     workdir, output_dir, log = trained
-    evaluated = run_train_net(workdir, "--eval-only", "MODEL.DEVICE", "cuda",
+    evaluated = run_train_net(workdir, "--eval-only", *RANDOM_WEIGHTS, "MODEL.DEVICE", "cuda",
                               "MODEL.WEIGHTS", str(output_dir / "model_final.pth"), "OUTPUT_DIR", str(workdir / "eval"))
     after_training, eval_only = last_metrics(log), last_metrics(evaluated)
     for a, b in zip(after_training, eval_only):
@@ -125,17 +128,16 @@ def test_predictor_on_cuda_equals_cpu(trained, monkeypatch, cuda_report):
     workdir, output_dir, _ = trained
     monkeypatch.setenv("DETECTRON2_DATASETS", str(workdir / "datasets"))
     monkeypatch.setenv("GRIDCLIP_CACHE", str(workdir / "cache"))
-    val = json.loads((workdir / "datasets" / "synthetic_lvis" / "annotations" / "lvis_v1_val.json").read_text())
-    image_root = workdir / "datasets" / "synthetic_lvis"
-    paths = []
-    for image in val["images"][:4]:
-        candidates = [p for p in image_root.rglob(os.path.basename(image.get("file_name") or image["coco_url"]))]
-        assert candidates, image
-        paths.append(str(candidates[0]))
+    from gridclip.data.synthetic import synthetic_lvis_paths
+
+    val_images = synthetic_lvis_paths(workdir / "datasets" / "synthetic_lvis")["val_images"]
+    paths = [os.path.join(val_images, name) for name in sorted(os.listdir(val_images))[:4]]
+    assert len(paths) == 4
     weights = str(output_dir / "model_final.pth")
     # Threshold 0: 300 detections per image, so the compared top 20 sit far from the cut-off.
     results = {
-        device: GridCLIPPredictor(EMBEDDED_DEFAULT, weights, device=device, confidence_threshold=0.0).predict(paths)
+        device: GridCLIPPredictor(EMBEDDED_DEFAULT, weights, opts=RANDOM_WEIGHTS, device=device,
+                                  confidence_threshold=0.0).predict(paths)
         for device in ("cpu", "cuda")
     }
     compared = sum(_matches(c, g) for c, g in zip(results["cpu"], results["cuda"]))
