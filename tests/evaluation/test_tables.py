@@ -70,3 +70,14 @@ def test_not_evaluated_groups_print_as_dash():
                "APr": 9.6, "APc": 22.6, "APf": 49.2}
     row = format_paper_table({"bbox": metrics}).splitlines()[-1]
     assert row == "| GridCLIP | 26.0 | 33.6 | 29.7 | 35.2 | 40.1 | - | 9.6 | 22.6 | 49.2 |"
+
+
+def test_protocol_line_under_the_title():
+    from gridclip.evaluation.tables import format_paper_table
+
+    metrics = {"bbox": {"AP": 20.3, "AP50": 30.0, "AP75": 21.0, "APs": 10.0, "APm": 20.0, "APl": 30.0,
+                        "APr": 0.0, "APc": 19.4, "APf": 29.7}}
+    text = format_paper_table(metrics, title="lvis_v1_val", protocol="protocol all-categories: rare at AP 0")
+    lines = text.splitlines()
+    assert lines[0] == "### lvis_v1_val" and lines[2] == "Protocol: protocol all-categories: rare at AP 0"
+    assert "Protocol:" not in format_paper_table(metrics)

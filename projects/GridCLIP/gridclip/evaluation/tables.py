@@ -14,7 +14,8 @@ The columns follow the flavour of each row's metrics, as the paper reports them:
 - VOC (``PascalVOCDetectionEvaluator``; only AP/AP50/AP75): AP50, AP75 (Table 3).
 
 Rows of different flavours go to separate tables. Values are in percent with one decimal; a missing
-or NaN value prints as "-".
+or NaN value prints as "-". ``protocol`` (e.g. ``GridCLIPLVISEvaluator.protocol["description"]``)
+adds a "Protocol: ..." line under the title, so a table says how its AP was computed.
 """
 import math
 import os
@@ -78,12 +79,13 @@ def _format_value(value):
     return "-" if math.isnan(value) or value < 0 else f"{value:.1f}"
 
 
-def format_paper_table(results, title=None, row_label="GridCLIP"):
+def format_paper_table(results, title=None, row_label="GridCLIP", protocol=None):
     """
     Args:
         results (dict): evaluator results (see module doc).
         title (str or None): a "### title" line above the table(s).
         row_label (str): first-column label for single-dataset results.
+        protocol (str or None): the evaluation protocol, printed as "Protocol: ..." under the title.
 
     Returns:
         str: markdown, one table per flavour (LVIS / COCO / VOC) present in ``results``.
@@ -98,6 +100,8 @@ def format_paper_table(results, title=None, row_label="GridCLIP"):
     lines = []
     if title:
         lines += [f"### {title}", ""]
+    if protocol:
+        lines += [f"Protocol: {protocol}", ""]
     for flavour, flavour_rows in by_flavour.items():
         if len(by_flavour) > 1:
             lines += [f"**{_FLAVOUR_NAMES[flavour]}**", ""]
@@ -111,9 +115,9 @@ def format_paper_table(results, title=None, row_label="GridCLIP"):
     return "\n".join(lines)
 
 
-def write_paper_table(results, path, title=None, row_label="GridCLIP"):
+def write_paper_table(results, path, title=None, row_label="GridCLIP", protocol=None):
     """Write :func:`format_paper_table` to ``path`` (folders created); returns the markdown."""
-    text = format_paper_table(results, title=title, row_label=row_label)
+    text = format_paper_table(results, title=title, row_label=row_label, protocol=protocol)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     with open(path, "w") as f:
