@@ -25,6 +25,12 @@ def parse_args(argv=None):
                         help="H W, or one number for square images")
     parser.add_argument("--num-categories", type=int, default=d["num_categories"])
     parser.add_argument("--seed", type=int, default=d["seed"])
+    parser.add_argument("--num-rare", type=int, default=None,
+                        help="designed rare (novel) categories (default: 12 of the default 48, else a quarter)")
+    parser.add_argument("--num-frequent", type=int, default=None,
+                        help="designed frequent categories (default: 6 of the default 48, else an eighth)")
+    parser.add_argument("--rare-max-train-images", type=int, default=d["rare_max_train_images"],
+                        help="each rare category appears (unannotated for base training) in 1..N train images")
     parser.add_argument("--if-missing", action="store_true",
                         help="do nothing when the same dataset is already under --root")
     return parser.parse_args(argv)
@@ -36,16 +42,22 @@ def main(argv=None):
         raise SystemExit("--image-size takes H W or a single size.")
     size = tuple(args.image_size) if len(args.image_size) == 2 else (args.image_size[0],) * 2
     kwargs = dict(num_train_images=args.num_train_images, num_val_images=args.num_val_images, image_size=size,
-                  num_categories=args.num_categories, seed=args.seed)
+                  num_categories=args.num_categories, seed=args.seed, num_rare=args.num_rare,
+                  num_frequent=args.num_frequent, rare_max_train_images=args.rare_max_train_images)
+    d = DEFAULT_GENERATOR_ARGS
+    if args.num_categories == d["num_categories"]:  # the default world split unless told otherwise
+        kwargs["num_rare"] = d["num_rare"] if args.num_rare is None else args.num_rare
+        kwargs["num_frequent"] = d["num_frequent"] if args.num_frequent is None else args.num_frequent
     try:
         result = (ensure_synthetic_lvis if args.if_missing else generate_synthetic_lvis)(args.root, **kwargs)
-    except ValueError as e:
+    except (ValueError, RuntimeError) as e:
         raise SystemExit(f"error: {e}")
     groups = {g: result["frequencies"].count(g) for g in "rcf"}
     print(f"Synthetic LVIS dataset at {result['root']}")
     print(f"  train: {result['train_json']} ({args.num_train_images} images)")
     print(f"  val:   {result['val_json']} ({args.num_val_images} images)")
-    print(f"  {len(result['class_names'])} categories: {groups['r']} rare, {groups['c']} common, {groups['f']} frequent")
+    print(f"  {len(result['class_names'])} categories: {groups['r']} rare, {groups['c']} common, {groups['f']} frequent"
+          f" (every rare colour/texture/shape also among base categories: {result['attribute_coverage']})")
     for name, freq, count in zip(result["class_names"], result["frequencies"], result["train_image_counts"]):
         print(f"    {freq}  {count:4d} train images  {name}")
     return 0

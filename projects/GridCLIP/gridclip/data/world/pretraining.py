@@ -1,0 +1,287 @@
+"""
+Contrastive pretraining of the world's mini-CLIPs on the caption corpus, their zero-shot benchmark
+and their weight cache (``tools/pretrain_clip.py`` is the command line).
+
+Everything is open_clip's: ``open_clip.create_model`` builds the model from its registered config
+(``GridCLIP-World-RN``: the backbone + text tower CLIP; ``GridCLIP-World-ViT``: the image teacher),
+``open_clip.get_tokenizer`` tokenizes the captions, ``open_clip.loss.ClipLoss`` is the symmetric
+InfoNCE loss with the model's learnable logit scale. AdamW (no weight decay on gains, biases,
+embeddings and the logit scale) with linear warm-up and cosine decay; a fixed seed.
+
+The weights are saved as a plain safetensors state dict, which GridCLIP loads through its ordinary
+local-file path (``MODEL.CLIP.PRETRAINED <file>``, ``MODEL.GRIDCLIP.TEACHER.PRETRAINED <file>``).
+:func:`ensure_world_clip` caches them under ``<cache>/world_clip/`` (``$GRIDCLIP_CACHE`` or
+~/.cache/gridclip), keyed by a hash of the corpus arguments, the training arguments and the model
+config, and trains only when the file is missing.
+
+Zero-shot benchmark ("zero-shot ImageNet" of this world): held-out single-object images
+(:func:`.captions.zero_shot_split`) classified among all 192 names by cosine similarity to the
+names' text embeddings (prompt ensemble :data:`.captions.ZERO_SHOT_TEMPLATES`); top-1 over 192
+names (chance 0.52 %) and, separately, whether the predicted name has the right colour (chance 1/6),
+texture (1/4) and shape (1/8).
+"""
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .attributes import WORLD_OBJECTS, object_name
+from .captions import DEFAULT_CORPUS_ARGS, ZERO_SHOT_TEMPLATES, generate_caption_corpus, zero_shot_split
+
+__all__ = [
+    "BACKBONE_CLIP",
+    "TEACHER_CLIP",
+    "DEFAULT_TRAIN_ARGS",
+    "pretrain_clip",
+    "zero_shot_accuracy",
+    "world_clip_cache_key",
+    "world_clip_path",
+    "ensure_world_clip",
+    "ensure_world_clips",
+]
+
+logger = logging.getLogger(__name__)
+
+#: the ResNet CLIP (GridCLIP's backbone incl. attention pool, and its text tower) and the ViT teacher
+BACKBONE_CLIP = "GridCLIP-World-RN"
+TEACHER_CLIP = "GridCLIP-World-ViT"
+
+#: training arguments of :func:`pretrain_clip` per model (the embedded default's pretraining)
+DEFAULT_TRAIN_ARGS = {
+    BACKBONE_CLIP: dict(steps=600, batch_size=128, lr=2e-3, weight_decay=0.1, warmup_steps=40, seed=0),
+    TEACHER_CLIP: dict(steps=400, batch_size=128, lr=2e-3, weight_decay=0.1, warmup_steps=40, seed=0),
+}
+_RECIPE_VERSION = 1
+_CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
+_CLIP_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+
+
+def _to_model_input(images_uint8, size):
+    """uint8 [N, H, W, 3] → float [N, 3, size, size] with CLIP's normalisation."""
+    x = torch.from_numpy(np.ascontiguousarray(images_uint8)).permute(0, 3, 1, 2).float().div_(255.0)
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True).clamp_(0, 1)
+    return (x - _CLIP_MEAN) / _CLIP_STD
+
+
+def _image_size(model):
+    size = model.visual.image_size
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
+def _param_groups(model, weight_decay):
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        # open_clip's own rule: no decay on gains/biases (1-d), embeddings and the logit scale
+        if p.ndim < 2 or "embedding" in name or "logit_scale" in name or name.endswith("bn"):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _lr_at(step, steps, warmup_steps, lr):
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, steps - warmup_steps)
+    return 0.5 * lr * (1.0 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def zero_shot_accuracy(model, tokenizer, images_uint8, labels, batch_size=256):
+    """
+    Zero-shot classification of ``images_uint8`` (uint8 [N, H, W, 3]) among the 192 world names.
+
+    Returns:
+        dict: ``top1`` (fraction), ``colour``, ``texture``, ``shape`` (fraction of predictions with the
+        right attribute), ``num_images``, ``num_classes``.
+    """
+    from ...modeling.text_embeddings import encode_text_embeddings
+
+    was_training = model.training
+    model.eval()
+    names = [object_name(t) for t in WORLD_OBJECTS]
+    text = encode_text_embeddings(model, tokenizer, names, ZERO_SHOT_TEMPLATES)  # [192, D]
+    size = _image_size(model)
+    features = []
+    for start in range(0, len(images_uint8), batch_size):
+        x = _to_model_input(images_uint8[start:start + batch_size], size)
+        features.append(model.encode_image(x, normalize=True).float())
+    predicted = (torch.cat(features) @ text.T).argmax(dim=1).numpy()
+    model.train(was_training)
+    labels = np.asarray(labels)
+    truth = [WORLD_OBJECTS[i] for i in labels]
+    guess = [WORLD_OBJECTS[i] for i in predicted]
+    result = {"top1": float((predicted == labels).mean()), "num_images": int(len(labels)), "num_classes": len(names)}
+    for k, key in enumerate(("colour", "texture", "shape")):
+        result[key] = float(np.mean([t[k] == g[k] for t, g in zip(truth, guess)]))
+    return result
+
+
+def pretrain_clip(model_name, corpus, steps=500, batch_size=128, lr=2e-3, weight_decay=0.1, warmup_steps=40,
+                  seed=0, progress=True, eval_split=None):
+    """
+    Train an open_clip model from scratch on ``corpus`` (:func:`.captions.generate_caption_corpus`).
+
+    Args:
+        model_name (str): a registered open_clip model (e.g. :data:`BACKBONE_CLIP`).
+        corpus (dict): ``images`` uint8 [N, S, S, 3] and ``captions`` list[str].
+        steps, batch_size, lr, weight_decay, warmup_steps: AdamW with warm-up + cosine decay.
+        seed (int): model init, batch order.
+        progress (bool): tqdm bar with loss and logit scale.
+        eval_split: optional (images, labels) evaluated with :func:`zero_shot_accuracy` at the end.
+
+    Returns:
+        (model in eval mode, dict of training statistics: final loss, logit scale, seconds, zero-shot)
+    """
+    import open_clip
+    from open_clip.loss import ClipLoss
+    from tqdm import tqdm
+
+    from ...modeling import clip_configs  # noqa: F401  (registers the world configs)
+
+    torch.manual_seed(seed)
+    model = open_clip.create_model(model_name, pretrained=None, device="cpu")
+    tokenizer = open_clip.get_tokenizer(model_name)
+    model.train()
+    loss_fn = ClipLoss()
+    optimizer = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    size = _image_size(model)
+    images, captions = corpus["images"], corpus["captions"]
+    tokens = tokenizer(list(captions))  # [N, context_length], once
+    generator = np.random.default_rng(seed)
+    order, cursor = generator.permutation(len(images)), 0
+    start, losses = time.perf_counter(), []
+    bar = tqdm(range(steps), desc=f"pretrain {model_name}", unit="step", disable=not progress, mininterval=2.0)
+    for step in bar:
+        if cursor + batch_size > len(order):
+            order, cursor = generator.permutation(len(images)), 0
+        batch = np.sort(order[cursor:cursor + batch_size])
+        cursor += batch_size
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(step, steps, warmup_steps, lr)
+        image_features = model.encode_image(_to_model_input(images[batch], size), normalize=True)
+        text_features = model.encode_text(tokens[batch], normalize=True)
+        loss = loss_fn(image_features, text_features, model.logit_scale.exp())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():  # as open_clip's training loop: logit scale at most 100
+            model.logit_scale.clamp_(0, math.log(100))
+        losses.append(float(loss))
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", scale=f"{model.logit_scale.exp().item():.1f}")
+    model.eval()
+    stats = {
+        "model_name": model_name,
+        "steps": steps,
+        "final_loss": float(np.mean(losses[-20:])),
+        "logit_scale": float(model.logit_scale.exp()),
+        "train_seconds": round(time.perf_counter() - start, 1),
+    }
+    if eval_split is not None:
+        stats["zero_shot"] = zero_shot_accuracy(model, tokenizer, *eval_split)
+    return model, stats
+
+
+def world_clip_cache_key(model_name, corpus_args, train_args):
+    """A short hash of everything the weights depend on (recipe, model config, corpus and training args)."""
+    import open_clip
+
+    identity = {
+        "recipe": _RECIPE_VERSION,
+        "model": model_name,
+        "model_config": open_clip.get_model_config(model_name),
+        "corpus": {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(corpus_args.items())},
+        "train": dict(sorted(train_args.items())),
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def world_clip_path(model_name, corpus_args=None, train_args=None, cache_dir=""):
+    """Where :func:`ensure_world_clip` keeps the weights: ``<cache>/world_clip/<model>-<key>.safetensors``."""
+    from ...modeling.text_embeddings import default_cache_dir
+
+    corpus_args = dict(DEFAULT_CORPUS_ARGS, **(corpus_args or {}))
+    train_args = dict(DEFAULT_TRAIN_ARGS.get(model_name, DEFAULT_TRAIN_ARGS[BACKBONE_CLIP]), **(train_args or {}))
+    key = world_clip_cache_key(model_name, corpus_args, train_args)
+    return os.path.join(default_cache_dir(cache_dir), "world_clip", f"{model_name}-{key}.safetensors")
+
+
+def _save(model, stats, path):
+    from safetensors.torch import save_file
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, tmp)
+    with open(path[: -len(".safetensors")] + ".json", "w") as f:
+        json.dump(stats, f, indent=1)
+    os.replace(tmp, path)  # weights last: a file that exists is complete
+
+
+def read_world_clip_stats(path):
+    """The training statistics written next to cached weights (``<file>.json``), or None."""
+    stats_path = path[: -len(".safetensors")] + ".json"
+    if not os.path.isfile(stats_path):
+        return None
+    with open(stats_path) as f:
+        return json.load(f)
+
+
+def ensure_world_clips(model_names=(BACKBONE_CLIP, TEACHER_CLIP), corpus_args=None, train_args=None,
+                       cache_dir="", progress=True, zero_shot_per_object=2, force=False):
+    """
+    The cached weights of each model in ``model_names``, pretrained now where missing.
+
+    Args:
+        model_names: open_clip model names.
+        corpus_args (dict): overrides of :data:`.captions.DEFAULT_CORPUS_ARGS` (one corpus for all).
+        train_args (dict): {model_name: overrides of its :data:`DEFAULT_TRAIN_ARGS`}.
+        cache_dir (str): "" = $GRIDCLIP_CACHE or ~/.cache/gridclip.
+        progress (bool): progress bars.
+        zero_shot_per_object (int): held-out images per world object of the zero-shot benchmark.
+        force (bool): retrain even if cached.
+
+    Returns:
+        dict: {model_name: {"path", "stats" (incl. "zero_shot"), "cached" (bool), "seconds"}}.
+    """
+    corpus_args = dict(DEFAULT_CORPUS_ARGS, **(corpus_args or {}))
+    train_args = train_args or {}
+    results, corpus, eval_split = {}, None, None
+    for name in model_names:
+        args = dict(DEFAULT_TRAIN_ARGS.get(name, DEFAULT_TRAIN_ARGS[BACKBONE_CLIP]), **train_args.get(name, {}))
+        path = world_clip_path(name, corpus_args, args, cache_dir)
+        if os.path.isfile(path) and not force:
+            results[name] = {"path": path, "stats": read_world_clip_stats(path), "cached": True, "seconds": 0.0}
+            continue
+        start = time.perf_counter()
+        if corpus is None:
+            logger.info("Rendering the caption corpus (%d images) ...", corpus_args["num_images"])
+            corpus = generate_caption_corpus(**corpus_args, progress=progress)
+            eval_split = zero_shot_split(
+                per_object=zero_shot_per_object, image_size=corpus_args["image_size"],
+                object_frac=corpus_args["single_object_frac"], seed=corpus_args["seed"],
+            )
+        model, stats = pretrain_clip(name, corpus, **args, progress=progress, eval_split=eval_split)
+        stats.update(corpus_args=corpus_args, train_args=args)
+        _save(model, stats, path)
+        results[name] = {"path": path, "stats": stats, "cached": False, "seconds": round(time.perf_counter() - start, 1)}
+        zs = stats["zero_shot"]
+        logger.info(
+            "%s: zero-shot top-1 %.1f%% over %d names (colour %.1f%%, texture %.1f%%, shape %.1f%%) -> %s",
+            name, 100 * zs["top1"], zs["num_classes"], 100 * zs["colour"], 100 * zs["texture"], 100 * zs["shape"], path,
+        )
+    return results
+
+
+def ensure_world_clip(model_name, **kwargs):
+    """:func:`ensure_world_clips` for one model; returns its entry."""
+    return ensure_world_clips((model_name,), **kwargs)[model_name]

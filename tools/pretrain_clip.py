@@ -1,0 +1,96 @@
+#!/usr/bin/env python
+"""
+Pretrain the generated world's mini-CLIPs contrastively on its caption corpus (open_clip's model,
+tokenizer and ClipLoss; AdamW, warm-up + cosine, fixed seed) and report their zero-shot accuracy on
+held-out single-object images over all 192 names.
+
+    python tools/pretrain_clip.py                      # both models, cached under $GRIDCLIP_CACHE/world_clip
+    python tools/pretrain_clip.py --model GridCLIP-World-RN --steps 800 --force
+    python tools/pretrain_clip.py --corpus-images 4000 --output-dir out/clip   # a copy of the weights there
+
+The weights are plain safetensors state dicts: train GridCLIP with them through the ordinary
+local-file path, e.g. ``MODEL.CLIP.PRETRAINED <rn file> MODEL.GRIDCLIP.TEACHER.PRETRAINED <vit file>``
+(the command prints these options). Models: GridCLIP-World-RN (the backbone incl. its attention
+pool, and the text tower) and GridCLIP-World-ViT (the image teacher).
+"""
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+
+import gridclip  # noqa: F401  (first: compat fixes; registers the world's CLIP configs)
+import torch
+from gridclip.data.world.captions import DEFAULT_CORPUS_ARGS
+from gridclip.data.world.pretraining import BACKBONE_CLIP, DEFAULT_TRAIN_ARGS, TEACHER_CLIP, ensure_world_clips
+
+
+def get_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", action="append", choices=[BACKBONE_CLIP, TEACHER_CLIP],
+                        help="model to pretrain (repeatable; default: both)")
+    parser.add_argument("--corpus-images", type=int, default=DEFAULT_CORPUS_ARGS["num_images"])
+    parser.add_argument("--image-size", type=int, default=DEFAULT_CORPUS_ARGS["image_size"])
+    parser.add_argument("--seed", type=int, default=0, help="corpus and training seed")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: per model)")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--zero-shot-per-object", type=int, default=2, help="held-out images per world object")
+    parser.add_argument("--cache-dir", default="", help='weights cache ("" = $GRIDCLIP_CACHE or ~/.cache/gridclip)')
+    parser.add_argument("--output-dir", default="", help="also copy the weights and a summary JSON here")
+    parser.add_argument("--force", action="store_true", help="retrain even if cached")
+    parser.add_argument("--num-threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    return parser
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
+    if args.num_threads > 0:
+        torch.set_num_threads(args.num_threads)
+    if min(args.corpus_images, args.zero_shot_per_object) < 1 or (args.steps is not None and args.steps < 1):
+        print("error: --corpus-images, --steps and --zero-shot-per-object must be positive", file=sys.stderr)
+        return 2
+    if args.output_dir and os.path.exists(args.output_dir) and os.listdir(args.output_dir):
+        print(f"error: --output-dir {args.output_dir} exists and is not empty (nothing is overwritten)", file=sys.stderr)
+        return 2
+    models = args.model or [BACKBONE_CLIP, TEACHER_CLIP]
+    overrides = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
+                                   ("seed", args.seed)) if v is not None}
+    corpus_args = dict(num_images=args.corpus_images, image_size=args.image_size, seed=args.seed)
+    start = time.perf_counter()
+    try:
+        results = ensure_world_clips(models, corpus_args=corpus_args, train_args={m: overrides for m in models},
+                                     cache_dir=args.cache_dir, zero_shot_per_object=args.zero_shot_per_object,
+                                     force=args.force)
+    except (ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"\n| model | zero-shot top-1 (192 names) | colour | texture | shape | train s | weights |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for name, entry in results.items():
+        zs = (entry["stats"] or {}).get("zero_shot", {})
+        cell = lambda key: f"{100 * zs[key]:.1f} %" if key in zs else "-"  # noqa: E731
+        seconds = "cached" if entry["cached"] else f"{entry['seconds']:.0f}"
+        print(f"| {name} | {cell('top1')} | {cell('colour')} | {cell('texture')} | {cell('shape')} | {seconds} | {entry['path']} |")
+    if args.output_dir:
+        os.makedirs(args.output_dir, exist_ok=True)
+        for name, entry in results.items():
+            shutil.copy2(entry["path"], os.path.join(args.output_dir, os.path.basename(entry["path"])))
+        with open(os.path.join(args.output_dir, "pretrain_summary.json"), "w") as f:
+            json.dump({n: {"path": e["path"], "stats": e["stats"]} for n, e in results.items()}, f, indent=1)
+    opts = []
+    if BACKBONE_CLIP in results:
+        opts += ["MODEL.CLIP.MODEL_NAME", BACKBONE_CLIP, "MODEL.CLIP.PRETRAINED", results[BACKBONE_CLIP]["path"]]
+    if TEACHER_CLIP in results:
+        opts += ["MODEL.GRIDCLIP.TEACHER.MODEL_NAME", TEACHER_CLIP,
+                 "MODEL.GRIDCLIP.TEACHER.PRETRAINED", results[TEACHER_CLIP]["path"]]
+    print(f"\nTrain GridCLIP with them: tools/train_net.py --config-file configs/world/GridCLIP-World-Pretrained.yaml {' '.join(opts)}")
+    print(f"Total time: {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
