@@ -91,6 +91,7 @@ class GridCLIP(FCOS):
         channels_last: bool = True,
         decoder: str = "bound",
         compile_inference: bool = False,
+        lazy_test_vocabulary: bool = False,
         pixel_mean,
         pixel_std,
         input_format: str = "RGB",
@@ -119,6 +120,9 @@ class GridCLIP(FCOS):
                 backbone/head, the candidate selection ("bound", "threshold", "dense"; same pairs),
                 torch.compile of backbone + head. They change no result and no parameter; each can
                 be switched at any time with ``configure_inference``.
+            lazy_test_vocabulary: the classifier holds only the training vocabulary's embeddings; the
+                test vocabulary's (``test_class_names``) are built with ``text_encoder`` at the first
+                inference or ``set_vocabulary`` call.
             Other arguments are Detectron2 FCOS's.
         """
         train_class_names = list(train_class_names)
@@ -155,6 +159,8 @@ class GridCLIP(FCOS):
         self.input_format = input_format
         self.train_class_names = train_class_names
         self.test_class_names = test_class_names
+        #: the test vocabulary's text embeddings are still to be built (at the first inference)
+        self._test_vocabulary_pending = bool(lazy_test_vocabulary) and classifier is not None
         self._check_components()
         enable_bn_folding(self.backbone)
         self._compiled_backbone_head = None
@@ -170,7 +176,8 @@ class GridCLIP(FCOS):
                     f"The head outputs {getattr(self.head, 'embed_dim', None)}-dim grid embeddings but the "
                     f"text embeddings are {self.classifier.embed_dim}-dim."
                 )
-            if self.classifier.num_train_classes != num_train or self.classifier.num_test_classes != num_test:
+            expected_test = self.classifier.num_test_classes if self._test_vocabulary_pending else num_test
+            if self.classifier.num_train_classes != num_train or self.classifier.num_test_classes != expected_test:
                 raise ValueError(
                     f"Text embeddings cover {self.classifier.num_train_classes} training / "
                     f"{self.classifier.num_test_classes} test classes, but the vocabularies have "
@@ -230,9 +237,9 @@ class GridCLIP(FCOS):
             # embedding conv follows its dimension (classifier.embed_dim).
             text_encoder = text_encoder_settings(cfg)
             train_embeddings = load_text_embeddings(train_names, **text_encoder)
-            test_embeddings = (
-                train_embeddings if test_names == train_names else load_text_embeddings(test_names, **text_encoder)
-            )
+            # A different test vocabulary is built (or read from the cache) when it is first needed:
+            # at the first inference (e.g. the evaluation after training), not at construction.
+            test_embeddings = None
             classifier = TextEmbeddingClassifier(
                 train_embeddings,
                 test_embeddings,
@@ -282,6 +289,7 @@ class GridCLIP(FCOS):
             "channels_last": cfg.MODEL.GRIDCLIP.INFERENCE.CHANNELS_LAST,
             "decoder": cfg.MODEL.GRIDCLIP.INFERENCE.DECODER,
             "compile_inference": cfg.MODEL.GRIDCLIP.INFERENCE.COMPILE,
+            "lazy_test_vocabulary": bool(gc.GRID_ALIGN) and test_names != train_names,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "input_format": cfg.INPUT.FORMAT,
@@ -367,6 +375,7 @@ class GridCLIP(FCOS):
         check_text_embeddings(embeddings, len(names), self.classifier.embed_dim, source)
         self.classifier.set_test_embeddings(embeddings, source)
         self.test_class_names = names
+        self._test_vocabulary_pending = False
 
     # ------------------------------------------------------------------ forward
     def forward(self, batched_inputs: List[Dict[str, Tensor]], return_grid_embeddings: Optional[bool] = None):
@@ -404,6 +413,13 @@ class GridCLIP(FCOS):
                 image_weight=self.image_loss_weight,
             )
 
+    def _ensure_test_vocabulary(self):
+        """Build the test vocabulary's text embeddings if still pending (``lazy_test_vocabulary``)."""
+        if self._test_vocabulary_pending:
+            logger.info("Text embeddings of the test vocabulary (%d classes), at the first inference",
+                        len(self.test_class_names))
+            self.set_vocabulary(self.test_class_names)
+
     def _backbone_head(self, tensor: Tensor):
         """Eval-mode backbone + head: (head input features, head predictions)."""
         features = self.backbone(tensor)
@@ -411,6 +427,7 @@ class GridCLIP(FCOS):
         return features, self.head(features)
 
     def _forward_inference(self, batched_inputs, images, return_grid_embeddings: Optional[bool]):
+        self._ensure_test_vocabulary()
         if return_grid_embeddings is None:
             return_grid_embeddings = self.return_grid_embeddings
         if return_grid_embeddings and not self.grid_align:
@@ -469,6 +486,8 @@ class GridCLIP(FCOS):
         [N, Ri, 1] and grid embeddings [N, Ri, D] (None without grid alignment). With grid alignment
         the logits of all levels come from one ``classifier`` matmul.
         """
+        if not self.training:
+            self._ensure_test_vocabulary()
         cls_out, box_deltas, centerness = predictions
         box_deltas = [permute_to_N_HWA_K(x, 4) for x in box_deltas]
         centerness = [permute_to_N_HWA_K(x, 1) for x in centerness]
