@@ -185,13 +185,14 @@ def output_is_file(output):
     )
 
 
-def plan_outputs(inputs, output, extensions, allow_in_input, forced_extension=None):
+def plan_outputs(inputs, output, extensions, allow_in_input, forced_extension=None, input_folders=()):
     """
     {input path: output path} for ``inputs`` written under ``output``, checked before any work:
 
     - ``output`` as a file name needs exactly one input and an extension of ``extensions``;
-    - an output folder equal to or inside a folder holding an input is refused unless
-      ``allow_in_input`` (outputs are then named ``<name>_vis.<ext>``);
+    - an output folder equal to or inside an input folder (``input_folders``), or equal to the folder
+      of an input file, is refused unless ``allow_in_input`` (outputs are then named
+      ``<name>_vis.<ext>``);
     - inputs with the same file name from different folders get distinct names
       (``<folder>__<name>``); no output may be an input or another input's output;
     - the output folder must be writable.
@@ -213,7 +214,8 @@ def plan_outputs(inputs, output, extensions, allow_in_input, forced_extension=No
         check_writable_dir(os.path.dirname(output) or ".", "output folder")
         return {inputs[0]: output}
 
-    inside = sorted(d for d in input_dirs if _inside(output, d))
+    inside = sorted({os.path.abspath(d) for d in input_folders if _inside(output, d)}
+                    | {d for d in input_dirs if os.path.realpath(output) == os.path.realpath(d)})
     if inside and not allow_in_input:
         raise ToolError(
             f"--output '{output}' is {'the' if os.path.realpath(output) == os.path.realpath(inside[0]) else 'inside the'} "
@@ -453,7 +455,8 @@ def plan_run(args):
             raise ToolError(f"--input {' '.join(args.input)}: no image file found.")
         if not args.output:
             return {p: None for p in paths}, None
-        return plan_outputs(paths, args.output, IMAGE_EXTENSIONS, args.allow_output_in_input), None
+        folders = [p for p in args.input if os.path.isdir(p)]
+        return plan_outputs(paths, args.output, IMAGE_EXTENSIONS, args.allow_output_in_input, input_folders=folders), None
     if not args.output:
         return None, None
     if args.video_input:

@@ -50,7 +50,7 @@ def trained(tmp_path_factory):
 def run_demo(trained, *args):
     workdir, env, weights, _ = trained
     # A few iterations leave scores near the prior: a low threshold, at most 20 boxes per image.
-    cmd = [sys.executable, DEMO, "--config-file", TINY_CONFIG, "--confidence-threshold", "0.01", "--cpu", *args,
+    cmd = [sys.executable, DEMO, "--config-file", TINY_CONFIG, "--confidence-threshold", "0.0", "--cpu", *args,
            "--opts", "MODEL.WEIGHTS", weights, "TEST.DETECTIONS_PER_IMAGE", "20", *SIZE_OPTS]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=str(workdir))
 
@@ -133,7 +133,7 @@ def test_video_input_writes_a_video(trained, tmp_path):
 
 
 def test_missing_video_and_bad_arguments_fail_clearly(trained, tmp_path):
-    proc = run_demo(trained, "--video-input", str(tmp_path / "nope.mp4"))
-    assert proc.returncode == 1 and "nope.mp4" in proc.stdout + proc.stderr
+    proc = run_demo(trained, "--video-input", str(tmp_path / "nope.mp4"), "--output", str(tmp_path / "vis"))
+    assert proc.returncode == 1 and "Failed on" in proc.stdout + proc.stderr and "nope.mp4" in proc.stdout + proc.stderr
     proc = run_demo(trained, "--input", trained[3][0], "--vocabulary", "custom")
     assert proc.returncode != 0 and "--custom-vocabulary" in proc.stderr
