@@ -127,3 +127,21 @@ def test_vocabulary_outside_the_dataset_is_a_clear_error():
         vocabulary_to_dataset_index(["cat", "zebra"], ["cat", "dog"], "lvis_test")
     assert vocabulary_to_dataset_index(["cat", "dog"], ["cat", "dog"]) is None
     assert vocabulary_to_dataset_index(["Dog", "cat"], ["cat", "dog"]).tolist() == [1, 0]
+
+
+def test_trainer_builds_the_paper_protocol_evaluator_from_the_config(synthetic_lvis, tmp_path):
+    """Closed-set config on generated data: test on val with the base classes as the test vocabulary."""
+    import gridclip
+    from gridclip.engine.trainer import build_evaluator
+
+    cfg = gridclip.get_gridclip_cfg(opts=[
+        "DATASETS.TRAIN", f"('{synthetic_lvis.train_base}',)", "DATASETS.TEST", f"('{synthetic_lvis.val}',)",
+        "MODEL.GRIDCLIP.TEST_VOCABULARY", synthetic_lvis.train_base, "OUTPUT_DIR", str(tmp_path),
+    ])
+    evaluator = build_evaluator(cfg, synthetic_lvis.val)
+    n_rare = synthetic_lvis.frequencies.count("r")
+    assert evaluator.protocol["name"] == PROTOCOL_ALL_CATEGORIES
+    assert evaluator.protocol["unpredictable"] == n_rare
+    assert "the paper's closed-set protocol" in evaluator.paper_table_title
+    cfg.MODEL.GRIDCLIP.TEST_VOCABULARY = ""
+    assert build_evaluator(cfg, synthetic_lvis.val).protocol["unpredictable"] == 0
