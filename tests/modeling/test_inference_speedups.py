@@ -17,6 +17,7 @@ from gridclip.modeling.bn_folding import enable_bn_folding, folded_conv_bn_param
 
 from .conftest import _tiny_batch, randomise_batchnorm
 
+TRAIN_STEPS = 80
 PLAIN = dict(fold_bn=False, channels_last=False, decoder="dense")
 FAST = dict(fold_bn=True, channels_last=True, decoder="bound")
 
@@ -34,7 +35,7 @@ def trained_model(embeddings_cache_module):
     batch = _tiny_batch()
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-3)
     with EventStorage():
-        for _ in range(40):
+        for _ in range(TRAIN_STEPS):
             losses = model(batch)
             optimizer.zero_grad()
             sum(losses.values()).backward()

@@ -528,13 +528,14 @@ class GridCLIP(FCOS):
             return [permute_to_N_HWA_K(x, self.num_classes) for x in cls_out], box_deltas, centerness, None
         classifier = self.classifier
         grid_embeddings = [permute_to_N_HWA_K(x, classifier.embed_dim) for x in cls_out]
-        scaled_text = fold_logit_scale(classifier.test_embeddings, classifier.logit_scale)  # [D, K]
-        bias = classifier.bias.float()
+        dtype = grid_embeddings[0].dtype  # the autocast dtype under AMP: cast the [D, K] matrix once
+        scaled_text = fold_logit_scale(classifier.test_embeddings, classifier.logit_scale).to(dtype)  # [D, K]
+        bias = classifier.bias.to(dtype)
         logits = []
         for embeddings in grid_embeddings:
             n, r, d = embeddings.shape
             flat = F.normalize(embeddings.reshape(n * r, d), dim=-1)
-            logits.append(torch.addmm(bias.to(flat.dtype), flat, scaled_text.to(flat.dtype)).view(n, r, -1))
+            logits.append(torch.addmm(bias, flat, scaled_text).view(n, r, -1))
         return logits, box_deltas, centerness, grid_embeddings
 
     def forward_inference(self, images, features, predictions, return_grid_embeddings: bool = False):
