@@ -140,27 +140,34 @@ def export(args):
     report = {"input": {"shape": list(image.shape), "dtype": "uint8", "format": predictor.cfg.INPUT.FORMAT},
               "outputs": list(OUTPUT_NAMES), "class_names": list(model.test_class_names),
               "config_file": os.path.abspath(args.config_file), "opts": opts, "files": {}, "checks": {}}
+    timings = report["timings_s"] = {}
     start = time.perf_counter()
     traced = exportable.trace()
-    report["trace_s"] = time.perf_counter() - start
+    timings["trace"] = time.perf_counter() - start
     if "torchscript" in args.format:
+        start = time.perf_counter()
         traced.save(targets["torchscript"])
         report["files"]["torchscript"] = targets["torchscript"]
         if not args.no_check:
             loaded = torch.jit.load(targets["torchscript"])
             with torch.no_grad():
                 report["checks"]["torchscript"] = compare_outputs(reference, loaded(image))
+        timings["torchscript"] = time.perf_counter() - start
     if "onnx" in args.format:
+        start = time.perf_counter()
         try:
             import onnx  # noqa: F401
         except ImportError:
             raise ToolError("ONNX export needs the 'onnx' package: pip install onnx (see requirements.txt).") from None
         with torch.no_grad():
-            torch.onnx.export(exportable.adapter, (image,), targets["onnx"], dynamo=False, opset_version=args.opset,
+            torch.onnx.export(traced, (image,), targets["onnx"], dynamo=False, opset_version=args.opset,
                               input_names=["image"], output_names=list(OUTPUT_NAMES), do_constant_folding=True)
         report["files"]["onnx"] = targets["onnx"]
+        timings["onnx_export"] = time.perf_counter() - start
         if not args.no_check:
+            start = time.perf_counter()
             report["checks"]["onnx"] = check_onnx(targets["onnx"], image, reference)
+            timings["onnx_check"] = time.perf_counter() - start
     with open(targets["info"], "x") as f:
         json.dump(report, f, indent=2)
     return report
