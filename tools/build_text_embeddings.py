@@ -163,9 +163,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    from gridclip.cli import run_tool  # expected failures: one line, exit 1 (--debug: the traceback)
+
     setup_logger(name="gridclip")
-    try:
-        main()
-    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    sys.exit(run_tool(lambda argv: (main(argv), 0)[1], sys.argv[1:], prog="build_text_embeddings.py",
+                      expected=(RuntimeError,)))

@@ -201,4 +201,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from gridclip.cli import run_tool  # expected failures: one line, exit 1 (--debug: the traceback)
+
+    sys.exit(run_tool(main, sys.argv[1:], prog="count_parameters.py"))

@@ -126,9 +126,12 @@ def format_error(exc) -> str:
     return message
 
 
-def run_tool(main, argv=None, prog=None) -> int:
+def run_tool(main, argv=None, prog=None, expected=()) -> int:
     """
     Run ``main(argv)`` and turn expected failures into one line on stderr.
+
+    ``expected``: more exception types that are expected failures of this tool (e.g. RuntimeError
+    for open_clip's "model config not found").
 
     Returns:
         int: ``main``'s return value (None -> 0), 1 after an expected failure, 130 after Ctrl-C.
@@ -149,7 +152,7 @@ def run_tool(main, argv=None, prog=None) -> int:
     except SystemExit:
         raise
     except BaseException as e:  # noqa: B902 - sorted into expected failures and bugs below
-        reported = expected_error(e)
+        reported = e if expected and isinstance(e, tuple(expected)) else expected_error(e)
         if reported is None or debug:
             raise
         print(f"{prog}: error: {format_error(reported)} (run with {DEBUG_FLAG} or {DEBUG_ENV}=1 for the "
