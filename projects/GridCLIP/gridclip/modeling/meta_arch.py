@@ -350,9 +350,9 @@ class GridCLIP(FCOS):
         """
         from .text_embeddings import check_text_embeddings, load_text_embeddings, load_text_embeddings_file
 
-        names = [str(n) for n in names]
-        if not names:
-            raise ValueError("set_vocabulary: the vocabulary is empty.")
+        from ..data.vocabularies import validate_vocabulary
+
+        names = validate_vocabulary(names, "set_vocabulary")  # the one check of every vocabulary source
         if not self.grid_align:
             self._check_closed_vocabulary(names)
             return
