@@ -10,6 +10,16 @@ setup(
     packages=find_packages("projects/GridCLIP", include=["gridclip", "gridclip.*"]),
     python_requires=">=3.9",
     # Runtime stack is pinned in requirements.txt; Detectron2 comes from tools/install_detectron2.py
-    # (or an existing real build), so it is deliberately not listed here.
-    install_requires=["open_clip_torch>=3.0", "lvis", "pycocotools", "fvcore", "safetensors"],
+    # (or an existing build: the v0.6 sdist or a compiled v0.6 / main), so it is deliberately not
+    # listed here. Supported torch: 2.11-2.14 (tested with 2.14.1 on CPU; the lent GPU machines run
+    # 2.11); nothing uses a torch-2.14-only API. torchvision: the releases that match those torches.
+    install_requires=[
+        "torch>=2.11,<2.15",
+        "torchvision>=0.26,<0.30",
+        "open_clip_torch>=3.0",
+        "lvis",
+        "pycocotools",
+        "fvcore",
+        "safetensors",
+    ],
 )
