@@ -81,7 +81,8 @@ def test_train_net_trains_checkpoints_and_evaluates_on_cuda(trained, cuda_report
     assert checkpoint["iteration"] == 59
     assert not any("teacher" in k for k in checkpoint["model"])
     scaler = _find_key(checkpoint, "grad_scaler")  # AMPTrainer's GradScaler state: AMP really trained
-    assert scaler is not None and math.isfinite(float(scaler["scale"])) and scaler["scale"] > 0, scaler
+    assert scaler is not None, f"no AMP grad-scaler state in the checkpoint (keys {sorted(checkpoint)})"
+    assert math.isfinite(float(scaler["scale"])) and scaler["scale"] > 0, scaler
     records = [json.loads(line) for line in (output_dir / "metrics.json").read_text().splitlines()]
     teacher = [r["time/teacher"] for r in records if "time/teacher" in r]
     totals = [r["total_loss"] for r in records if "total_loss" in r]

@@ -240,7 +240,7 @@ import io, json, sys
 import torch
 import gridclip, detectron2, open_clip, fvcore, lvis, pycocotools, cv2
 from detectron2 import model_zoo
-model_zoo.get_config_file("COCO-Detection/fcos_R_50_FPN_1x.py")
+model_zoo.get_config("COCO-Detection/fcos_R_50_FPN_1x.py")  # LazyConfig: omegaconf, hydra, antlr4, pkg_resources
 from gridclip.engine.trainer import GridCLIPTrainer
 info = {"python": sys.version.split()[0], "torch": torch.__version__, "cuda_available": torch.cuda.is_available(),
         "cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
