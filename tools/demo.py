@@ -104,16 +104,35 @@ def check_arguments(args):
         raise ToolError("--vocabulary custom needs --custom-vocabulary 'name1,name2' or a file of names.")
     if not args.output and (args.input or args.video_input or args.webcam) and not display_available():
         raise ToolError(
-            "No display to show the results in (DISPLAY / WAYLAND_DISPLAY is not set): give --output FOLDER "
-            "to write the visualisations instead."
+            f"No display to show the results in (DISPLAY={os.environ.get('DISPLAY', '')!r} cannot be reached, "
+            "no WAYLAND_DISPLAY): give --output FOLDER to write the visualisations instead."
         )
 
 
 def display_available():
-    """Whether OpenCV windows can open (on Linux: an X11 or Wayland display is set)."""
-    if sys.platform.startswith("linux"):
-        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    return True
+    """
+    Whether OpenCV windows can open. On Linux: a Wayland display, or an X11 display whose server can be
+    reached (a local ``:N`` needs its socket, ``host:N`` a TCP connection): OpenCV's Qt backend aborts
+    the process (SIGABRT, uncatchable) when it cannot connect, so this is checked first.
+    """
+    if not sys.platform.startswith("linux"):
+        return True
+    if os.environ.get("WAYLAND_DISPLAY"):
+        return True
+    display = os.environ.get("DISPLAY", "")
+    host, _, number = display.rpartition(":")
+    number = number.split(".")[0]
+    if not number.isdigit():
+        return False
+    if host in ("", "unix"):
+        return os.path.exists(f"/tmp/.X11-unix/X{number}")
+    import socket
+
+    try:
+        with socket.create_connection((host, 6000 + int(number)), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def resolve_demo_vocabulary(args):

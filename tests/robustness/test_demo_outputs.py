@@ -28,7 +28,6 @@ _spec.loader.exec_module(demo)
 @pytest.fixture
 def env(tmp_path, monkeypatch, embeddings_cache):
     monkeypatch.delenv("GRIDCLIP_DEBUG", raising=False)
-    monkeypatch.setenv("DISPLAY", ":99")  # only the no-display test unsets it; nothing opens a window
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "no_datasets"))
     config = write_tiny_config(tmp_path / "tiny.yaml", "unregistered_train", "unregistered_val", tmp_path / "out")
     photos = tmp_path / "photos"
@@ -63,6 +62,7 @@ def digests(folder):
         ("output-under-a-file", "Cannot write to the output folder"),
         ("read-only-output", "Cannot write to the output folder '/sys/"),
         ("no-display", "No display"),
+        ("unreachable-display", "DISPLAY=':97' cannot be reached"),
         ("video-into-its-folder", "is the input folder"),
         ("missing-vocabulary-file", "--custom-vocabulary: Vocabulary file not found: names.json"),
         ("empty-vocabulary-name", "empty category names at positions [1]"),
@@ -83,6 +83,7 @@ def test_bad_outputs_and_arguments_are_refused_before_any_work(capsys, env, tmp_
         "output-under-a-file": ["--input", images[0], "--output", str(tmp_path / "a_file" / "vis")],
         "read-only-output": ["--input", images[0], "--output", "/sys/gridclip_demo_vis"],
         "no-display": ["--input", images[0]],
+        "unreachable-display": ["--input", images[0]],
         "video-into-its-folder": ["--video-input", str(photos / "clip.mp4"), "--output", str(photos)],
         "missing-vocabulary-file": ["--input", images[0], "--output", str(tmp_path / "vis"),
                                     "--custom-vocabulary", "names.json"],
@@ -92,9 +93,11 @@ def test_bad_outputs_and_arguments_are_refused_before_any_work(capsys, env, tmp_
                                    "--confidence-threshold", "1.5"],
         "only-a-subfolder-named-like-an-image": ["--input", str(tmp_path / "empty"), "--output", str(tmp_path / "vis")],
     }[case]
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     if case == "no-display":
-        monkeypatch.delenv("DISPLAY")
-        monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+        monkeypatch.delenv("DISPLAY", raising=False)
+    if case == "unreachable-display":  # OpenCV's Qt would abort the process (SIGABRT) on it
+        monkeypatch.setenv("DISPLAY", ":97")
     (tmp_path / "a_file").write_text("not a folder")
     if case == "only-a-subfolder-named-like-an-image":
         (tmp_path / "empty" / "x.jpg").mkdir(parents=True)
