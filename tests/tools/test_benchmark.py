@@ -48,7 +48,7 @@ def test_benchmark_cpu_small_size_emits_every_field(benchmark_module, tiny_confi
     prefix = tmp_path / "out" / "bench"
     results = benchmark_module.main([
         "--config-file", tiny_config, "--size", "128", "160", "--iters", "1", "--warmup", "0",
-        "--train-batch", "2", "--num-train-classes", "5", "--num-test-classes", "9",
+        "--train-batch", "2", "--num-train-classes", "5", "--num-test-classes", "9", "--speedups",
         "--output", str(prefix),
     ])
     written = json.loads((tmp_path / "out" / "bench.json").read_text())
@@ -64,13 +64,19 @@ def test_benchmark_cpu_small_size_emits_every_field(benchmark_module, tiny_confi
     assert settings["peer_postprocess"] == {"test_score_thresh": 0.05, "test_topk_candidates": 1000,
                                             "test_nms_thresh": 0.5, "max_detections_per_image": 300}
 
-    gridclip_name, peer_name = "tiny", benchmark_module.PEER_NAME
-    assert set(written["models"]) == {gridclip_name, peer_name}
-    gridclip, peer = written["models"][gridclip_name], written["models"][peer_name]
+    gridclip_name, peer_name, same_name = "tiny", benchmark_module.PEER_NAME, benchmark_module.SAME_VOCAB_PEER_NAME
+    # The fair peer (FCOS-R50 scoring GridCLIP's test vocabulary) comes first after GridCLIP.
+    assert list(written["models"]) == [gridclip_name, same_name, peer_name]
+    gridclip, peer, same = (written["models"][n] for n in (gridclip_name, peer_name, same_name))
     assert (gridclip["num_train_classes"], gridclip["num_test_classes"]) == (5, 9)
-    assert peer["num_train_classes"] == 80
+    assert peer["num_train_classes"] == 80 and same["num_test_classes"] == 9
+    # fvcore FLOPs of each model; the same-vocabulary peer differs from the 80-class one only in its cls conv.
+    flops = written["flops"]
+    assert set(flops) == {"gridclip", "fcos_same_vocab", "fcos_80"} and all(v > 0 for v in flops.values())
+    assert flops["fcos_same_vocab"] < flops["fcos_80"]  # 9 < 80 output channels
+    assert gridclip["flops"]["total"] == flops["gridclip"]
 
-    for entry in (gridclip, peer):
+    for entry in (gridclip, same, peer):
         params = entry["parameters"]
         assert params["inference_total"] == sum(p["parameters"] for p in params["parts"] if not p["training_only"])
         fp32 = entry["fp32"]
@@ -90,33 +96,55 @@ def test_benchmark_cpu_small_size_emits_every_field(benchmark_module, tiny_confi
     train = gridclip["fp32"]["train"]
     assert 0 < train["teacher_time_s"] < train["step_time_s"]
     assert train["teacher_share"] == pytest.approx(train["teacher_time_s"] / train["step_time_s"])
-    assert "teacher_share" not in peer["fp32"]["train"]
+    assert "teacher_share" not in peer["fp32"]["train"] and "teacher_share" not in same["fp32"]["train"]
     # The image head is trained, not used at inference: listed, not counted.
     assert [p["part"] for p in gridclip["parameters"]["parts"] if p["training_only"]] == ["image head"]
 
     ratios = written["ratios"]
     assert ratios["parameters"] == pytest.approx(
+        gridclip["parameters"]["inference_total"] / same["parameters"]["inference_total"])
+    assert ratios["parameters_vs_fcos_80"] == pytest.approx(
         gridclip["parameters"]["inference_total"] / peer["parameters"]["inference_total"])
+    # Ratios are against the fair peer; the 80-class peer's are kept under "fcos_80".
     assert ratios["fp32"]["inference_latency"] == pytest.approx(
-        gridclip["fp32"]["inference"]["latency_ms"] / peer["fp32"]["inference"]["latency_ms"])
+        gridclip["fp32"]["inference"]["latency_ms"] / same["fp32"]["inference"]["latency_ms"])
     assert ratios["fp32"]["inference_latency_min"] == pytest.approx(
-        gridclip["fp32"]["inference"]["latency_ms_min"] / peer["fp32"]["inference"]["latency_ms_min"])
+        gridclip["fp32"]["inference"]["latency_ms_min"] / same["fp32"]["inference"]["latency_ms_min"])
+    assert ratios["fcos_80"]["fp32"]["inference_latency"] == pytest.approx(
+        gridclip["fp32"]["inference"]["latency_ms"] / peer["fp32"]["inference"]["latency_ms"])
     assert ratios["fp32"]["train_step_time"] == pytest.approx(
-        gridclip["fp32"]["train"]["step_time_s"] / peer["fp32"]["train"]["step_time_s"])
+        gridclip["fp32"]["train"]["step_time_s"] / same["fp32"]["train"]["step_time_s"])
+    assert ratios["latency_vs_fcos_same_vocab"] == ratios["fp32"]["inference_latency"]
+    assert ratios["flops_vs_fcos_same_vocab"] == pytest.approx(flops["gridclip"] / flops["fcos_same_vocab"])
+    assert ratios["latency_ratio_over_flop_ratio"] == pytest.approx(
+        ratios["latency_vs_fcos_same_vocab"] / ratios["flops_vs_fcos_same_vocab"])
 
     markdown = (tmp_path / "out" / "bench.md").read_text()
     assert machine["cpu_model"] in markdown and "128×160" in markdown
     for row in ("inference latency, mean (ms)", "inference latency, min (ms)", "inference FPS", "train step time (s)", "train images/s",
-                "teacher hook share of step", "peak memory", "ratio (GridCLIP / FCOS)", "inference total"):
+                "teacher hook share of step", "peak memory", "GridCLIP / FCOS same vocab.", "inference total",
+                "inference GFLOPs", "time ratio / FLOP ratio"):
         assert row in markdown, row
     assert f"{ratios['fp32']['inference_latency']:.2f}×" in markdown
+
+    # --speedups: the cumulative ladder of exact speed-ups keeps the detections of the first step.
+    rows = written["speedups"]
+    steps = benchmark_module.speedup_steps(False, "skipped" not in gridclip["amp"])
+    assert [r["step"] for r in rows] == [step[0] for step in steps]
+    for row in rows:
+        d = row["detections_vs_before"]
+        if row["settings"]["autocast"] is None:  # fp32 steps: exact speed-ups, the same detections
+            assert d["same_count"] and d["same_classes"] and d["max_box_diff_px"] < 1e-2, row
+        assert row["latency_ms_min"] > 0 and row["cpu_ms_min"] > 0 and row["speedup_vs_before_min"] > 0
+    assert rows[-1]["settings"]["decoder"] == "bound" and rows[-1]["settings"]["fold_bn"]
+    assert "Exact inference speed-ups" in markdown
 
 
 def test_benchmark_params_only_prints_both_breakdowns(benchmark_module, tiny_config, tmp_path, capsys):
     results = benchmark_module.main(["--config-file", tiny_config, "--params", "--output", str(tmp_path / "p")])
     out = capsys.readouterr().out
     assert "### Parameters: tiny" in out and f"### Parameters: {benchmark_module.PEER_NAME}" in out
-    assert "Inference parameters ratio (GridCLIP / FCOS)" in out
+    assert "Inference parameters ratio (GridCLIP / FCOS same vocabulary)" in out
     # Detectron2's FCOS-R50 with an 80-class GN head: ResNet-50 + FPN + head, about 32 M parameters.
     assert 31e6 < results["models"][benchmark_module.PEER_NAME]["parameters"]["inference_total"] < 33e6
     assert "fp32" not in results["models"]["tiny"]
@@ -135,3 +163,4 @@ def test_benchmark_rejects_bad_arguments(benchmark_module, tiny_config, capsys, 
     with pytest.raises(SystemExit):
         benchmark_module.parse_args(["--config-file", tiny_config, *argv])
     assert message in capsys.readouterr().err
+
