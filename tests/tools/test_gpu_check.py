@@ -98,7 +98,9 @@ def test_dry_run_writes_the_benchmark_and_at_most_eight_files(dry_run, kit):
     assert set(files) <= set(kit.OUT_FILES) and len(files) <= 8, files
     assert {"gpu_check.log", "summary.json", "junit.xml", "benchmark.json", "benchmark.md"} <= set(files)
     benchmark = json.loads((out / "benchmark.json").read_text())
-    assert len(benchmark["models"]) == 2  # GridCLIP and Detectron2's FCOS peer (model zoo LazyConfig)
+    names = list(benchmark["models"])
+    assert "GridCLIP-Tiny-Synthetic" in names  # and Detectron2's FCOS peer(s), built from the model zoo LazyConfig
+    assert any(n.startswith("FCOS-R50") for n in names), names
     summary = json.loads((out / "summary.json").read_text())
     assert summary["targets"] is None  # speed targets are only judged on CUDA
     assert summary["total_seconds"] <= summary["budget_s"]
@@ -152,3 +154,23 @@ def test_an_earlier_run_is_not_overwritten(tmp_path):
     assert proc.returncode == 2
     assert "already holds summary.json" in proc.stderr and "Traceback" not in proc.stderr
     assert (tmp_path / "summary.json").read_text() == "{}"
+
+
+def test_speed_targets_are_judged_on_cuda_results_only(kit):
+    def benchmark(gpu, fps, images_per_s, share):
+        return {
+            "machine": {"gpu_name": gpu},
+            "settings": {"config_file": "configs/GridCLIP-R50-FPN-2x.yaml"},
+            "models": {
+                "GridCLIP-R50-FPN-2x": {"amp": {"inference": {"fps": fps},
+                                                "train": {"images_per_s": images_per_s, "teacher_share": share}}},
+                "FCOS-R50 (Detectron2)": {"amp": {"inference": {"fps": 500.0}, "train": {"images_per_s": 90.0}}},
+            },
+        }
+
+    rows = kit.check_targets(benchmark("NVIDIA H200", 52.0, 20.0, 0.03))
+    assert [r["met"] for r in rows] == [True, False, True]  # 40 FPS, 25 images/s, teacher <= 5 %
+    assert rows[1]["value"] == 20.0 and "25" in rows[1]["target"]
+    assert kit.check_targets(benchmark(None, 52.0, 30.0, 0.03)) is None  # a CPU run judges nothing
+    missing = kit.check_targets({"machine": {"gpu_name": "H200"}, "settings": {}, "models": {"X": {"amp": {"skipped": "no"}}}})
+    assert all(r["met"] is None for r in missing)
