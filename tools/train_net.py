@@ -167,6 +167,8 @@ def invoke_main(argv=None):
     except KeyboardInterrupt as e:
         if e.args:
             raise
+        if args.eval_only:
+            raise KeyboardInterrupt("evaluation stopped; nothing was written for the unfinished datasets.") from None
         raise KeyboardInterrupt(_interrupted(None, cfg.OUTPUT_DIR)) from None
 
 

@@ -17,6 +17,11 @@ a file path            a text file with one category name per line (blank and ``
 ``"a,b c,d"``          a comma-separated list of names
 =====================  =====================================================================
 
+Whatever the source (a spec string, a list of names, a file, a dataset, ``set_vocabulary``,
+``rescore``), the names pass :func:`validate_vocabulary`: invisible characters removed, ``None`` /
+non-strings / empty names / duplicates refused. A spec that looks like a file path but names no
+existing file is an error, never a one-class vocabulary named after the path.
+
 LVIS names are the ``name`` field of Detectron2's ``LVIS_CATEGORIES`` (as ViLD and Detic use them).
 Detectron2's own LVIS metadata uses each category's first synonym instead; the two differ for one
 category (id 139: name ``bull``, first synonym ``horned_cow``).
