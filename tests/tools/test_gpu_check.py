@@ -98,9 +98,10 @@ def test_dry_run_writes_the_benchmark_and_at_most_eight_files(dry_run, kit):
     assert set(files) <= set(kit.OUT_FILES) and len(files) <= 8, files
     assert {"gpu_check.log", "summary.json", "junit.xml", "benchmark.json", "benchmark.md"} <= set(files)
     benchmark = json.loads((out / "benchmark.json").read_text())
-    names = list(benchmark["models"])
-    assert "GridCLIP-Tiny-Synthetic" in names  # and Detectron2's FCOS peer(s), built from the model zoo LazyConfig
-    assert any(n.startswith("FCOS-R50") for n in names), names
+    # The dry run measures GridCLIP only (--no-peer: the FCOS peers are R50s, slow on this CPU; the smoke
+    # step loads their model-zoo LazyConfig, tests/tools/test_benchmark.py runs them).
+    entry = benchmark["models"]["GridCLIP-Tiny-Synthetic"]
+    assert entry["fp32"]["inference"]["fps"] > 0 and entry["fp32"]["train"]["images_per_s"] > 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["targets"] is None  # speed targets are only judged on CUDA
     assert summary["total_seconds"] <= summary["budget_s"]

@@ -66,7 +66,7 @@ GPU_BENCHMARK = ["--size", "800", "1333", "--iters", "10", "--warmup", "3", "--t
 DRY_RUN_BENCHMARK = [
     "--config-file", os.path.join(REPO, "configs", "GridCLIP-Tiny-Synthetic.yaml"), "--size", "64", "96",
     "--iters", "1", "--warmup", "0", "--train-batch", "2", "--precisions", "fp32", "--threads", "1",
-    "--num-train-classes", "5", "--num-test-classes", "9", "--device", "cpu", "--no-flops",
+    "--num-train-classes", "5", "--num-test-classes", "9", "--device", "cpu", "--no-flops", "--no-peer",
 ]
 BENCHMARK_RESERVE_S = 200  # of the budget, kept for the benchmark after the tests (3 models, FLOP counts: ~2-3 min expected on an H200)
 OUT_FILES = ("gpu_check.log", "summary.json", "junit.xml", "cuda_report.json", "benchmark.json", "benchmark.md")
@@ -374,7 +374,9 @@ def run_kit(args):
             raise KitError("torch sees no CUDA device: this is not the GPU machine (use --dry-run on a CPU machine)")
         # 4. tests
         junit = os.path.join(out, "junit.xml")
-        cmd = [sys.executable, "-m", "pytest", *args.tests, "-m", "cuda", "-rA", "-q", f"--junitxml={junit}",
+        # A test module that fails to import on that machine must not stop the cuda tests from running.
+        cmd = [sys.executable, "-m", "pytest", *args.tests, "-m", "cuda", "-rA", "-q", "--continue-on-collection-errors",
+               f"--junitxml={junit}",
                f"--basetemp={os.path.join(work, 'pytest')}"]
         test_limit = run.left() - (0 if args.no_benchmark else min(BENCHMARK_RESERVE_S, run.left() / 3))
         status, code, seconds, _ = run.command("cuda tests", cmd, env, test_limit)
