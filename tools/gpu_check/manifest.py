@@ -73,8 +73,8 @@ CARRIED = (
     Carried("setuptools", "pkg_resources", needed_for="pkg_resources for detectron2.model_zoo"),
 )
 
-#: modules the kit needs from the machine itself (too large to carry: opencv alone is ~50 MB, over
-#: the budget; all are on the H200 image). ``lvis`` and Detectron2's transforms import cv2,
+#: modules the kit needs from the machine itself (too large to carry: the opencv-python-headless 5.0.0.93
+#: wheel alone is 54-58 MiB of a call's 64; all are on the H200 image). ``lvis`` and Detectron2's transforms import cv2,
 #: Detectron2's visualiser and lvis import matplotlib, DefaultTrainer's writers need tensorboard.
 MACHINE_MODULES = ("torch", "torchvision", "numpy", "PIL", "cv2", "matplotlib", "tensorboard", "pytest")
 
