@@ -43,6 +43,7 @@ def parse_args(argv=None):
     parser.add_argument("--sample-image", default=None, help="an image to trace with and to check the export on")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default %(default)s)")
     parser.add_argument("--no-check", action="store_true", help="do not compare the exported models with PyTorch")
+    parser.add_argument("--threads", type=int, default=None, help="torch (and onnxruntime) CPU threads")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
     args = parser.parse_args(argv)
     if args.size is not None and min(args.size) < 32:
@@ -137,9 +138,15 @@ def export(args):
     image = sample_input(args, predictor.cfg)
     exportable = ExportableGridCLIP(model, image)
     reference = exportable.pytorch_outputs(image)
+    pytorch_times = []
+    for _ in range(2):
+        start = time.perf_counter()
+        exportable.pytorch_outputs(image)
+        pytorch_times.append(time.perf_counter() - start)
     report = {"input": {"shape": list(image.shape), "dtype": "uint8", "format": predictor.cfg.INPUT.FORMAT},
               "outputs": list(OUTPUT_NAMES), "class_names": list(model.test_class_names),
-              "config_file": os.path.abspath(args.config_file), "opts": opts, "files": {}, "checks": {}}
+              "config_file": os.path.abspath(args.config_file), "opts": opts, "files": {}, "checks": {},
+              "pytorch_latency_ms_min": 1e3 * min(pytorch_times), "torch_threads": torch.get_num_threads()}
     timings = report["timings_s"] = {}
     start = time.perf_counter()
     traced = exportable.trace()
@@ -194,7 +201,10 @@ def check_onnx(path, image, reference) -> dict:
         import onnxruntime
     except ImportError:
         return {"skipped": "onnxruntime is not installed (pip install onnxruntime, see requirements.txt)"}
+    import torch
+
     options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()  # as many threads as PyTorch, for comparable timings
     session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     feed = {session.get_inputs()[0].name: image.numpy()}
     outputs = session.run(None, feed)
@@ -210,6 +220,10 @@ def check_onnx(path, image, reference) -> dict:
 def main(argv=None):
     args = parse_args(argv)
     output_files(args)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     report = export(args)
     for fmt, path in report["files"].items():
         check = report["checks"].get(fmt, {})
@@ -217,7 +231,9 @@ def main(argv=None):
                   f"; {check['num_detections']} detections, PyTorch {check['reference_num_detections']}"
                   + (f", boxes ±{check['max_box_diff_px']:.1e} px, scores ±{check['max_score_diff']:.1e}"
                      if check.get("same_count") else "")
-                  + (f", onnxruntime {check['onnxruntime_latency_ms_min']:.0f} ms" if "onnxruntime_latency_ms_min" in check else ""))
+                  + (f", onnxruntime {check['onnxruntime_latency_ms_min']:.0f} ms (PyTorch "
+                     f"{report['pytorch_latency_ms_min']:.0f} ms, {report['torch_threads']} threads)"
+                     if "onnxruntime_latency_ms_min" in check else ""))
         print(f"{fmt}: {path}{detail}")
     return report
 
