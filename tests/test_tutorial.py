@@ -76,7 +76,8 @@ def write_coco_split(root, split, count, rng):
         cv2.circle(image, (48, 48), 10, (255, 0, 0), -1)  # blue circle
         name = f"{split}_{i}.jpg"
         cv2.imwrite(os.path.join(root, "images", name), image)
-        images.append({"id": len(images) + 1 + (1000 if split == "val" else 0), "file_name": name, "height": 64, "width": 64})
+        image_id = len(images) + 1 + (1000 if split == "val" else 0)
+        images.append({"id": image_id, "file_name": name, "height": 64, "width": 64})
         for category_id, bbox in ((1, [float(x), float(y), 21.0, 21.0]), (2, [38.0, 38.0, 21.0, 21.0])):
             annotations.append({"id": len(annotations) + 1, "image_id": images[-1]["id"], "category_id": category_id,
                                 "bbox": bbox, "area": bbox[2] * bbox[3], "iscrowd": 0})
@@ -102,7 +103,8 @@ def test_tutorial_runs_as_written(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     write_coco_split(str(work / "data" / "my"), "train", 6, rng)
     write_coco_split(str(work / "data" / "my"), "val", 2, rng)
-    (work / "configs" / "tiny_base.yaml").write_text(TINY_BASE.format(base=os.path.join(REPO, "configs", "Base-GridCLIP.yaml")))
+    base = os.path.join(REPO, "configs", "Base-GridCLIP.yaml")
+    (work / "configs" / "tiny_base.yaml").write_text(TINY_BASE.format(base=base))
     config = blocks["yaml"][0]
     assert '_BASE_: "GridCLIP-R50-FPN-2x.yaml"' in config
     (work / "configs" / "my.yaml").write_text(config.replace("GridCLIP-R50-FPN-2x.yaml", "tiny_base.yaml"))
@@ -112,7 +114,8 @@ def test_tutorial_runs_as_written(tmp_path, monkeypatch):
     monkeypatch.chdir(work)
 
     train, evaluate = commands(blocks["bash"][0])
-    assert train[:2] == ["python", "tools/train_net.py"] and "--num-gpus" in train and train[train.index("--num-gpus") + 1] == "2"
+    assert train[:2] == ["python", "tools/train_net.py"]
+    assert "--num-gpus" in train and train[train.index("--num-gpus") + 1] == "2"
     proc = subprocess.run([sys.executable, os.path.join(REPO, train[1]), *train[2:], *TINY_SCHEDULE], env=env,
                           cwd=str(work), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]

@@ -237,7 +237,8 @@ def plan_outputs(inputs, output, extensions, allow_in_input, forced_extension=No
                     | {d for d in input_dirs if os.path.realpath(output) == os.path.realpath(d)})
     if inside and not allow_in_input:
         raise ToolError(
-            f"--output '{output}' is {'the' if os.path.realpath(output) == os.path.realpath(inside[0]) else 'inside the'} "
+            f"--output '{output}' is "
+            f"{'the' if os.path.realpath(output) == os.path.realpath(inside[0]) else 'inside the'} "
             f"input folder '{inside[0]}': the visualisations would mix with (or replace) the inputs. Give another "
             "folder, or --allow-output-in-input to write <name>_vis files there."
         )
@@ -249,6 +250,8 @@ def plan_outputs(inputs, output, extensions, allow_in_input, forced_extension=No
         stem, extension = os.path.splitext(base)
         if forced_extension:
             extension = forced_extension
+        elif extension.lower() not in extensions:  # e.g. a .gif input: written as PNG
+            extension = ".png"
         if base in collide:  # the parent folder's name makes it unique; a counter if that is not enough
             stem = f"{os.path.basename(os.path.dirname(os.path.abspath(path))) or 'root'}__{stem}"
         if inside:
@@ -260,7 +263,8 @@ def plan_outputs(inputs, output, extensions, allow_in_input, forced_extension=No
         used.add(os.path.realpath(target))
         planned[path] = target
     if collide:
-        logger.warning("Inputs share file names (%s): their outputs are named <folder>__<name>.", ", ".join(sorted(collide)))
+        logger.warning("Inputs share file names (%s): their outputs are named <folder>__<name>.",
+                       ", ".join(sorted(collide)))
     check_writable_dir(output, "output folder")
     return planned
 
@@ -291,7 +295,10 @@ def write_image(path, image_bgr):
     import cv2
 
     extension = os.path.splitext(path)[1].lower()
-    ok, encoded = cv2.imencode(extension, image_bgr)
+    try:
+        ok, encoded = cv2.imencode(extension, image_bgr)
+    except cv2.error:
+        ok = False
     if not ok:
         raise ValueError(f"OpenCV cannot encode '{extension}' images (for '{path}').")
     folder = os.path.dirname(os.path.abspath(path))

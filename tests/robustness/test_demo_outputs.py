@@ -118,13 +118,16 @@ def test_output_in_input_folder_when_allowed_never_overwrites_and_names_uniquely
     (photos / "sub.jpg").mkdir()  # a folder named like an image: skipped, not an error
     grey16 = (np.linspace(0, 65535, 48 * 64).reshape(48, 64)).astype(np.uint16)
     Image.fromarray(grey16).save(photos / "depth.png")  # 16-bit: must not decode all white
+    Image.new("P", (40, 30), 3).save(other / "anim.gif")  # readable, but no writer for .gif: PNG output
     before = digests(photos)
-    code, err = run(capsys, config, "--input", str(photos), str(other), "--output", str(photos),
+    code, err = run(capsys, config, "--input", str(photos), str(other / "a.jpg"), str(other / "anim.gif"),
+                    "--output", str(photos),
                     "--allow-output-in-input")
     assert code == 0, err
     after = digests(photos)
     assert {k: after[k] for k in before} == before  # every input byte-identical
-    assert sorted(set(after) - set(before)) == ["b_vis.png", "depth_vis.png", "other__a_vis.jpg", "photos__a_vis.jpg"]
+    assert sorted(set(after) - set(before)) == [
+        "anim_vis.png", "b_vis.png", "depth_vis.png", "other__a_vis.jpg", "photos__a_vis.jpg"]
     vis = cv2.imread(str(photos / "depth_vis.png"))
     assert 90 < vis.mean() < 165  # the 16-bit gradient (mean 127.5), not the all-white 255 of a clipped decode
 

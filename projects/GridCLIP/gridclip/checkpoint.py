@@ -236,10 +236,11 @@ class GridCLIPCheckpointer(DetectionCheckpointer):
             if full is None:
                 raise
             previous = os.path.join(self.save_dir, "last_checkpoint")
+            kept = f"the previous checkpoint named in {previous} is intact" if os.path.isfile(previous) else (
+                "no earlier checkpoint exists")
             raise OSError(
                 errno.ENOSPC,
-                f"No space left on device while writing checkpoint {save_file} (the partial file was removed; "
-                f"{'the previous checkpoint named in ' + previous + ' is intact' if os.path.isfile(previous) else 'no earlier checkpoint exists'}). "
+                f"No space left on device while writing checkpoint {save_file} (the partial file was removed; {kept}). "
                 "Free space there or set OUTPUT_DIR to another disk, then continue with --resume",
                 save_file,
             ) from None

@@ -95,7 +95,8 @@ def _worker_error(exc):
     }
     if type_name.rsplit(".", 1)[-1] not in expected:
         return None
-    process = next((line.strip(" -") for line in lines if "terminated with the following error" in line), "a worker process")
+    process = next((line.strip(" -") for line in lines if "terminated with the following error" in line),
+                   "a worker process")
     return ToolError(f"{process.replace(' terminated with the following error:', '')} failed: {message or last}")
 
 

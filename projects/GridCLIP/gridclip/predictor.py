@@ -189,7 +189,9 @@ class GridCLIPPredictor:
         weights_path = self.cfg.MODEL.WEIGHTS
         checkpoint = checkpointer.read(weights_path) if weights_path else None
         #: the training vocabulary stored in the checkpoint (None: not a GridCLIP checkpoint / no weights)
-        self.checkpoint_train_class_names = list(checkpoint[VOCABULARY_KEY]) if checkpoint and VOCABULARY_KEY in checkpoint else None
+        self.checkpoint_train_class_names = (
+            list(checkpoint[VOCABULARY_KEY]) if checkpoint and VOCABULARY_KEY in checkpoint else None
+        )
         names = self._initial_vocabulary(vocabulary, checkpoint)
         self.model = build_model(inference_model_config(self.cfg, names))
         self.model.eval()
