@@ -266,7 +266,8 @@ def count_flops(model, test_input) -> dict:
         analysis.uncalled_modules_warnings(False)
         total = analysis.total()
         by_module = analysis.by_module()
-    parts = {k: v for k, v in by_module.items() if k and "." not in k and v}
+    # Detectron2's analysis wraps the model (module names start with "model."): top-level parts.
+    parts = {k[len("model."):]: v for k, v in by_module.items() if k.startswith("model.") and k.count(".") == 1 and v}
     parts["(not in a submodule: e.g. the cosine classifier matmul)"] = total - sum(parts.values())
     return {"total": total, "parts": parts}
 
@@ -632,6 +633,8 @@ def run_benchmark(args):
                 continue
             if args.no_train:
                 train_result = {"skipped": "--no-train"}
+            elif name == PEER_NAME and SAME_VOCAB_PEER_NAME in models:
+                train_result = {"skipped": "reference row: training is compared with the same-vocabulary peer"}
             elif precision == "amp" and device.type != "cuda":
                 train_result = {"skipped": "AMPTrainer requires CUDA (GridCLIPTrainer trains in fp32 on CPU)"}
             else:
