@@ -41,6 +41,10 @@ def get_parser():
         "--pretrained", action="append", default=None,
         help='weights for the --clip-model at the same position: "openai", a local file, or "" (random)',
     )
+    parser.add_argument(
+        "--label", action="append", default=None,
+        help="legend label (and JSON file name) for the --clip-model at the same position (default: model + weights)",
+    )
     parser.add_argument("--ks", nargs="+", type=int, default=list(DEFAULT_KS), help="k of recall@k")
     parser.add_argument("--templates", default="vild", help='prompt templates: "vild", "single" or a file')
     parser.add_argument("--batch-size", type=int, default=32)
@@ -71,12 +75,15 @@ def main(argv=None):
     pretrained = args.pretrained if args.pretrained is not None else ["openai"] * len(args.clip_model)
     if len(pretrained) != len(args.clip_model):
         parser.error(f"{len(args.clip_model)} --clip-model but {len(pretrained)} --pretrained (give one per model)")
+    if args.label is not None and len(args.label) != len(args.clip_model):
+        parser.error(f"{len(args.clip_model)} --clip-model but {len(args.label)} --label (give one per model)")
+    labels = args.label or [None] * len(args.clip_model)
     json_file, image_root = _dataset_files(args, parser)
     setup_logger(name="gridclip")
     os.makedirs(args.output, exist_ok=True)
 
     results = []
-    for model_name, weights in zip(args.clip_model, pretrained):
+    for model_name, weights, label in zip(args.clip_model, pretrained, labels):
         try:
             result = analyze_clip_recall(
                 json_file, image_root, model_name, weights, ks=args.ks, templates=args.templates,
@@ -86,14 +93,15 @@ def main(argv=None):
         except (FileNotFoundError, ValueError, RuntimeError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
-        path = os.path.join(args.output, f"clip_recall_{re.sub(r'[^A-Za-z0-9_.-]+', '_', model_name)}.json")
+        path = os.path.join(args.output, f"clip_recall_{re.sub(r'[^A-Za-z0-9_.-]+', '_', label or model_name)}.json")
         with open(path, "w") as f:
             json.dump(result, f, indent=1)
         print(f"{model_name}: " + ", ".join(
             f"{key} {100 * value:.1f}%" for key, value in result["mean_recall"].items() if value is not None
         ) + f" ({result['num_images_with_categories']} images) -> {path}")
         results.append(result)
-    png = plot_clip_recall(results, os.path.join(args.output, "clip_recall.png"))
+    png = plot_clip_recall(results, os.path.join(args.output, "clip_recall.png"),
+                           labels=args.label if args.label is not None else None)
     print(f"Wrote {png}")
     return 0
 
