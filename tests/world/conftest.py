@@ -1,0 +1,56 @@
+"""
+Session fixture ``world_clips``: the generated world's two mini-CLIPs (GridCLIP-World-RN: backbone +
+text tower; GridCLIP-World-ViT: teacher), pretrained once per session on a small caption corpus with
+tools/pretrain_clip.py's code (open_clip's ClipLoss), into a private cache folder. Small enough for
+the suite (well under 90 s on a 2-core CPU); far weaker than the embedded default's (make demo's) CLIPs.
+"""
+import dataclasses
+import time
+
+import pytest
+import torch
+
+from gridclip.data.world.pretraining import BACKBONE_CLIP, TEACHER_CLIP, ensure_world_clips
+
+#: caption corpus and training schedule of the test CLIPs
+TEST_CORPUS_ARGS = dict(num_images=1500)
+TEST_TRAIN_ARGS = {
+    BACKBONE_CLIP: dict(steps=140, batch_size=64, lr=3e-3, warmup_steps=15),
+    TEACHER_CLIP: dict(steps=100, batch_size=64, lr=3e-3, warmup_steps=15),
+}
+
+
+@dataclasses.dataclass
+class WorldCLIPs:
+    backbone_path: str  # safetensors state dict of GridCLIP-World-RN
+    teacher_path: str  # safetensors state dict of GridCLIP-World-ViT
+    backbone_stats: dict  # training statistics incl. "zero_shot"
+    teacher_stats: dict
+    seconds: float  # wall time of the pretraining
+    cache_dir: str
+
+    def opts(self):
+        """Config options that load them through the ordinary local-file path."""
+        return ["MODEL.CLIP.PRETRAINED", self.backbone_path, "MODEL.GRIDCLIP.TEACHER.PRETRAINED", self.teacher_path]
+
+
+@pytest.fixture(scope="session")
+def world_clips(tmp_path_factory):
+    cache_dir = str(tmp_path_factory.mktemp("world_clip_cache"))
+    start = time.perf_counter()
+    # One thread: small batches gain little from two, and two threads on a CPU that other jobs keep
+    # busy were 5x slower per step (measured: 5.4 vs 1.1 s).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        clips = ensure_world_clips(
+            (BACKBONE_CLIP, TEACHER_CLIP), corpus_args=TEST_CORPUS_ARGS, train_args=TEST_TRAIN_ARGS,
+            cache_dir=cache_dir, progress=False, zero_shot_per_object=1,
+        )
+    finally:
+        torch.set_num_threads(threads)
+    return WorldCLIPs(
+        backbone_path=clips[BACKBONE_CLIP]["path"], teacher_path=clips[TEACHER_CLIP]["path"],
+        backbone_stats=clips[BACKBONE_CLIP]["stats"], teacher_stats=clips[TEACHER_CLIP]["stats"],
+        seconds=time.perf_counter() - start, cache_dir=cache_dir,
+    )
