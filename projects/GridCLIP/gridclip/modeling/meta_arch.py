@@ -334,9 +334,8 @@ class GridCLIP(FCOS):
         if channels_last is not None:
             self.channels_last = bool(channels_last)
         if compile_inference is not None:
+            # The compiled module (built at the first compiled inference) is kept: switching back is free.
             self.compile_inference = bool(compile_inference)
-            if not self.compile_inference:
-                self._compiled_backbone_head = None
         return self
 
     def set_vocabulary(self, names: Sequence[str], text_embeddings: Union[Tensor, str, None] = None):
