@@ -59,9 +59,15 @@ def test_main_exits_nonzero_on_mismatch_without_installing(installer, tmp_path, 
     assert installs == []
 
 
-def test_existing_detectron2_is_kept(installer, monkeypatch):
+def test_existing_detectron2_is_kept_and_named(installer, monkeypatch, capsys):
     monkeypatch.setattr(installer, "installed_detectron2_version", lambda python: "0.6+cu121")
+    monkeypatch.setattr(installer, "describe_detectron2", lambda python: {
+        "importable": True, "version": "0.6+cu121", "location": "/opt/d2/detectron2", "compiled": True,
+        "placeholder": False, "C_file": "/opt/d2/detectron2/_C.so", "commit": None})
+    monkeypatch.setattr(installer.subprocess, "run", lambda *a, **k: pytest.fail("nothing may be installed"))
     assert installer.install("unused", force=False) is False
+    out = capsys.readouterr().out
+    assert "found compiled Detectron2 0.6+cu121 at /opt/d2/detectron2" in out and "kept it" in out
 
 
 def test_staging_refuses_paths_outside_target(installer, tmp_path):
