@@ -13,9 +13,9 @@ import torch
 from gridclip.data.world.pretraining import BACKBONE_CLIP, TEACHER_CLIP, ensure_world_clips
 
 #: caption corpus and training schedule of the test CLIPs
-TEST_CORPUS_ARGS = dict(num_images=1500)
+TEST_CORPUS_ARGS = dict(num_images=3000)
 TEST_TRAIN_ARGS = {
-    BACKBONE_CLIP: dict(steps=140, batch_size=64, lr=3e-3, warmup_steps=15),
+    BACKBONE_CLIP: dict(steps=260, batch_size=64, lr=3e-3, warmup_steps=20),
     TEACHER_CLIP: dict(steps=100, batch_size=64, lr=3e-3, warmup_steps=15),
 }
 

@@ -1,0 +1,242 @@
+"""
+Open-vocabulary transfer in the generated world, with the session's pretrained mini-CLIPs
+(tests/world/conftest.py) against random-init CLIPs, on a small world split (16 categories, 3 of them
+rare: never annotated in training, each a new combination of colours, textures and shapes worn by
+base categories):
+
+(b) a GridCLIP trained on the base classes with the pretrained CLIPs scores the novel categories
+    better than the same run with random CLIPs: scored among the novel names, the right one wins at
+    a novel object far more often;
+(c) image-level alignment moves z̄' toward the teacher: cos(z̄', teacher) on held-out images rises
+    over training, and not without image alignment (the trained backbone of that run under the same
+    initial image head);
+(d) swapping the vocabulary to the novel names only (names in no training annotation) finds those
+    objects: their boxes are detected with the right novel name more often than with random CLIPs.
+"""
+import copy
+import os
+import uuid
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import gridclip
+from gridclip.data.datasets import register_synthetic_lvis
+from gridclip.data.world import generate_synthetic_lvis
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PRETRAINED_CONFIG = os.path.join(REPO, "configs", "world", "GridCLIP-World-Pretrained.yaml")
+RANDOM_CONFIG = os.path.join(REPO, "configs", "GridCLIP-Tiny-Synthetic.yaml")
+SMALL_WORLD = dict(num_train_images=160, num_val_images=64, image_size=(96, 96), num_categories=16,
+                   num_rare=3, num_frequent=1, rare_max_train_images=2, seed=0)
+SCHEDULE = ["SOLVER.MAX_ITER", "160", "SOLVER.STEPS", "(130,)", "SOLVER.WARMUP_ITERS", "20",
+            "SOLVER.IMS_PER_BATCH", "4", "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MAX_SIZE_TRAIN", "96",
+            "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "96", "TEST.EVAL_PERIOD", "0", "SEED", "0"]
+
+
+@pytest.fixture(scope="module")
+def small_world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("small_world")
+    paths = generate_synthetic_lvis(str(root), **SMALL_WORLD)
+    assert paths["attribute_coverage"]
+    names = register_synthetic_lvis(paths["root"], prefix=f"pytest_{uuid.uuid4().hex[:8]}_world")
+    return paths, names
+
+
+def _train(config_file, opts, output_dir):
+    """Train in this process; returns (trained model in eval mode, its image head's initial state or None)."""
+    from gridclip.engine.trainer import GridCLIPTrainer
+
+    cfg = gridclip.get_gridclip_cfg(config_file, list(opts) + ["OUTPUT_DIR", str(output_dir)])
+    cfg.freeze()
+    torch.manual_seed(0)
+    trainer = GridCLIPTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    head = trainer.model.image_head
+    initial_head = None if head is None else {k: v.clone() for k, v in head.state_dict().items()}
+    trainer.train()
+    return cfg, trainer.model.eval(), initial_head
+
+
+@pytest.fixture(scope="module")
+def runs(small_world, world_clips, tmp_path_factory):
+    _, names = small_world
+    out = tmp_path_factory.mktemp("transfer_runs")
+    data = ["DATASETS.TRAIN", f"('{names['train_base']}',)", "DATASETS.TEST", "()",
+            "MODEL.GRIDCLIP.TEST_VOCABULARY", names["val"],
+            "MODEL.GRIDCLIP.EMBEDDINGS_CACHE_DIR", str(out / "text_cache")]
+    result = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small batches; two threads on a busy 2-core CPU were 5x slower per step
+    try:
+        _train_all(result, data, world_clips, out)
+    finally:
+        torch.set_num_threads(threads)
+    return result
+
+
+def _train_all(result, data, world_clips, out):
+    result["pretrained"] = _train(PRETRAINED_CONFIG, SCHEDULE + data + world_clips.opts(), out / "pretrained")
+    result["pretrained_no_image_align"] = _train(
+        PRETRAINED_CONFIG, SCHEDULE + data + world_clips.opts() + ["MODEL.GRIDCLIP.IMAGE_ALIGN", "False"],
+        out / "no_image_align",
+    )
+    result["random_init"] = _train(RANDOM_CONFIG, SCHEDULE + data, out / "random_init")
+
+
+def _val_records(names):
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    metadata = MetadataCatalog.get(names["val"])
+    return DatasetCatalog.get(names["val"]), metadata
+
+
+def _read(record):
+    from detectron2.data.detection_utils import read_image
+
+    return torch.from_numpy(np.ascontiguousarray(read_image(record["file_name"], format="RGB"))).permute(2, 0, 1)
+
+
+@torch.no_grad()
+def _detect(model, records, vocabulary, score_thresh=0.001):
+    model.set_vocabulary(list(vocabulary))
+    saved, model.test_score_thresh = model.test_score_thresh, score_thresh
+    outputs = []
+    try:
+        for record in records:
+            image = _read(record)
+            inputs = [{"image": image, "height": image.shape[1], "width": image.shape[2]}]
+            outputs.append(model(inputs)[0]["instances"].to("cpu"))
+    finally:
+        model.test_score_thresh = saved
+    return outputs
+
+
+def _novel_objects(records, metadata):
+    rare = {i for i, f in enumerate(metadata.class_frequencies) if f == "r"}
+    return rare, [(i, a) for i, r in enumerate(records) for a in r["annotations"] if a["category_id"] in rare]
+
+
+def _iou(box, boxes):
+    from detectron2.structures import Boxes, BoxMode, pairwise_iou
+
+    gt = Boxes(torch.tensor([BoxMode.convert(box, BoxMode.XYWH_ABS, BoxMode.XYXY_ABS)], dtype=torch.float32))
+    return pairwise_iou(gt, boxes)[0]
+
+
+def _novel_accuracy(model, records, metadata):
+    """
+    Over the novel GT objects: the fraction whose best-scoring overlapping detection (IoU >= 0.5, all
+    classes in the vocabulary) carries the right novel name. Rank-based: a model that scores every
+    class alike at an object (random text embeddings of names sharing words) gets no credit.
+    """
+    _, objects = _novel_objects(records, metadata)
+    detections = _detect(model, records, metadata.thing_classes)
+    correct = []
+    for image_index, annotation in objects:
+        inst = detections[image_index]
+        if not len(inst):
+            correct.append(False)
+            continue
+        overlap = _iou(annotation["bbox"], inst.pred_boxes) >= 0.5
+        if not overlap.any():
+            correct.append(False)
+            continue
+        best = inst.scores.masked_fill(~overlap, -1.0).argmax()
+        correct.append(int(inst.pred_classes[best]) == annotation["category_id"])
+    return float(np.mean(correct)), len(correct)
+
+
+@torch.no_grad()
+def _image_alignment_cosine(backbone_model, head, records, teacher):
+    """Mean cos(z̄', teacher embedding) over ``records``: z̄ from ``backbone_model``, z̄' = ``head``(z̄)."""
+    from gridclip.modeling.clip_backbone import IMAGE_EMBEDDING_KEY
+
+    images = [_read(r) for r in records]
+    batched = backbone_model.preprocess_image([{"image": im} for im in images])
+    z_bar = backbone_model.backbone(batched.tensor)[IMAGE_EMBEDDING_KEY]
+    student = F.normalize(head.eval()(z_bar), dim=-1)
+    target = F.normalize(teacher.encode(images).float(), dim=-1)
+    return float((student * target).sum(dim=-1).mean())
+
+
+def _with_state(head, state):
+    head = copy.deepcopy(head)
+    head.load_state_dict(state)
+    return head
+
+
+def test_image_alignment_moves_image_embedding_toward_teacher(runs, small_world, world_clips):
+    from gridclip.data.world.pretraining import TEACHER_CLIP
+    from gridclip.modeling.teacher import CLIPImageTeacher
+
+    _, names = small_world
+    records, _ = _val_records(names)
+    teacher = CLIPImageTeacher(TEACHER_CLIP, world_clips.teacher_path)
+    _, model, initial_state = runs["pretrained"]
+    initial_head = _with_state(model.image_head, initial_state)
+    before = _image_alignment_cosine(model, initial_head, records, teacher)
+    after = _image_alignment_cosine(model, model.image_head, records, teacher)
+    # the run without image alignment has no image head: its trained backbone under the same initial head
+    _, unaligned_model, _ = runs["pretrained_no_image_align"]
+    assert unaligned_model.image_head is None
+    unaligned = _image_alignment_cosine(unaligned_model, initial_head, records, teacher)
+    print(f"cos(z̄', teacher): before {before:.3f}, after {after:.3f}, without image alignment {unaligned:.3f}")
+    assert after > before + 0.15, (before, after)
+    assert after > unaligned + 0.15, (unaligned, after)
+
+
+def _novel_recall(model, records, metadata):
+    """Fraction of novel GT objects found (IoU >= 0.5, right name) among each image's top detections, novel vocabulary only."""
+    rare, objects = _novel_objects(records, metadata)
+    rare = sorted(rare)
+    vocabulary = [metadata.thing_classes[c] for c in rare]
+    by_image = {}
+    for image_index, annotation in objects:
+        by_image.setdefault(image_index, []).append(annotation)
+    chosen = sorted(by_image)
+    detections = _detect(model, [records[i] for i in chosen], vocabulary)
+    found = 0
+    for image_index, inst in zip(chosen, detections):
+        annotations = by_image[image_index]
+        top = inst[inst.scores.argsort(descending=True)[: 2 * len(annotations)]]
+        for annotation in annotations:
+            label = rare.index(annotation["category_id"])
+            ok = (top.pred_classes == label) & (_iou(annotation["bbox"], top.pred_boxes) >= 0.5) if len(top) else []
+            found += int(len(top) > 0 and bool(ok.any()))
+    return found / max(1, len(objects))
+
+
+@pytest.fixture(scope="module")
+def novel_metrics(runs, small_world):
+    _, names = small_world
+    records, metadata = _val_records(names)
+    metrics = {}
+    for run in ("pretrained", "random_init"):
+        model = runs[run][1]
+        metrics[run] = {"novel_only_recall": _novel_recall(model, records, metadata)}
+        metrics[run]["full_vocabulary_accuracy"], metrics[run]["num_novel_objects"] = _novel_accuracy(
+            model, records, metadata)
+    print(f"novel metrics: {metrics}")
+    return metrics
+
+
+def test_pretrained_clips_score_novel_categories_better_than_random(novel_metrics):
+    # Scored among the novel names (never annotated in training), the right name wins at a novel
+    # object twice as often with the pretrained CLIPs. Measured when written: 0.80 vs 0.29 and 0.69 vs
+    # 0.34 in two runs (0.61 vs 0.44 with a weaker fixture CLIP). With all 16 names in the vocabulary
+    # the gap is small at this scale (0.34-0.40 vs 0.23-0.37: base names win most novel objects);
+    # `make demo` has AP_r 29.6 vs 1.1.
+    pretrained, random_init = (novel_metrics[r]["novel_only_recall"] for r in ("pretrained", "random_init"))
+    assert novel_metrics["pretrained"]["num_novel_objects"] >= 16
+    assert pretrained > random_init + 0.15, novel_metrics
+
+
+def test_novel_only_vocabulary_finds_never_annotated_objects(novel_metrics):
+    # Swapping the vocabulary to the 3 novel names finds most novel objects with the right name among
+    # each image's top detections (measured 0.69-0.80); with all 16 names, the best detection at a
+    # novel object still carries its novel name far above the 1/16 chance (measured 0.34-0.40).
+    assert novel_metrics["pretrained"]["novel_only_recall"] >= 0.45, novel_metrics
+    assert novel_metrics["pretrained"]["full_vocabulary_accuracy"] > 2 / 16, novel_metrics
