@@ -22,6 +22,30 @@ def _load_tool(name):
 train_net = _load_tool("train_net")
 
 
+@pytest.fixture(autouse=True)
+def fresh_loggers():
+    """
+    Detectron2's ``setup_logger`` is cached and its handlers keep the stream they were made with: in
+    one pytest process that is an earlier test's (closed) capture stream, and logging would print
+    "--- Logging error ---" tracebacks that a real ``train_net.py`` process never shows. Give every
+    in-process run the fresh loggers a new process has.
+    """
+    import logging
+
+    from detectron2.utils import logger as d2_logger
+
+    def reset():
+        getattr(d2_logger.setup_logger, "cache_clear", lambda: None)()
+        for name in ("detectron2", "d2", "fvcore", "gridclip"):
+            log = logging.getLogger(name)
+            for handler in list(log.handlers):
+                log.removeHandler(handler)
+
+    reset()
+    yield
+    reset()
+
+
 @pytest.fixture
 def config(tmp_path, monkeypatch):
     monkeypatch.delenv("GRIDCLIP_DEBUG", raising=False)
