@@ -157,6 +157,8 @@ def add_gridclip_config(cfg):
     # transform: shortest side -> input size, centre crop; drops 25-45 % of a 4:3-16:9 image) or
     # "letterbox" (the whole image: longest side -> input size, padded to the square input with
     # CLIP's mean colour, i.e. 0 after normalisation), as z̄ sees the whole image.
+    # Measured in the generated world (4:3 images, tools/run_ablations.py, 300 it, 1 seed): letterbox
+    # 35.4 AP / 22.5 AP_r vs center_crop 35.2 / 21.7, within noise: CLIP's own transform stays default.
     _C.MODEL.GRIDCLIP.TEACHER.INPUT = "center_crop"
     # Cache teacher embeddings by (image id, flip); only valid for schedules without random crop
     # or multi-scale (the teacher's 224 input is then the same each epoch).
