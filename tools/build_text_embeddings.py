@@ -28,6 +28,7 @@ from gridclip.data.vocabularies import parse_custom_vocabulary, resolve_vocabula
 from gridclip.modeling.clip_loading import pretrained_identity
 from gridclip.modeling.text_embeddings import (
     load_text_embeddings,
+    text_encoder_settings,
     resolve_templates,
     save_text_embeddings,
     text_embeddings_cache_path,
@@ -63,7 +64,8 @@ def get_parser():
     )
     parser.add_argument(
         "--clip-model",
-        help=f"open_clip model name (default: the config's MODEL.CLIP.MODEL_NAME, else {DEFAULT_CLIP_MODEL}).",
+        help=f"open_clip model name (default: the config's MODEL.GRIDCLIP.TEXT_ENCODER.MODEL_NAME, else its "
+        f"MODEL.CLIP.MODEL_NAME; without a config {DEFAULT_CLIP_MODEL}).",
     )
     parser.add_argument(
         "--pretrained",
@@ -124,11 +126,15 @@ def main(argv=None):
         parser.error("--opts overrides a config; give --config-file too.")
     cfg = _load_config(args)
 
-    clip_model = args.clip_model or (cfg.MODEL.CLIP.MODEL_NAME if args.config_file else DEFAULT_CLIP_MODEL)
+    # With a config: the CLIP whose text tower the model uses for class names (MODEL.GRIDCLIP.TEXT_ENCODER,
+    # else the backbone CLIP), and its "This is " option, so the files built are the ones training reads.
+    encoder = text_encoder_settings(cfg) if args.config_file else {}
+    clip_model = args.clip_model or encoder.get("clip_model_name", DEFAULT_CLIP_MODEL)
     if args.pretrained is not None:
         pretrained = args.pretrained
     else:
-        pretrained = cfg.MODEL.CLIP.PRETRAINED if args.config_file else DEFAULT_PRETRAINED
+        pretrained = encoder.get("pretrained", DEFAULT_PRETRAINED)
+    this_is = encoder.get("this_is", False)
     templates = args.templates or (cfg.MODEL.GRIDCLIP.PROMPT_TEMPLATES if args.config_file else "vild")
     cache_dir = args.cache_dir if args.cache_dir is not None else (
         cfg.MODEL.GRIDCLIP.EMBEDDINGS_CACHE_DIR if args.config_file else ""
@@ -143,9 +149,9 @@ def main(argv=None):
     for label, names in vocabularies:
         embeddings = load_text_embeddings(
             names, clip_model, pretrained, templates=templates, cache_dir=cache_dir, device=device,
-            progress=not args.no_progress, clip_cache_dir=cfg.MODEL.CLIP.CACHE_DIR,
+            progress=not args.no_progress, clip_cache_dir=cfg.MODEL.CLIP.CACHE_DIR, this_is=this_is,
         )
-        path = text_embeddings_cache_path(names, clip_model, pretrained, templates, cache_dir)
+        path = text_embeddings_cache_path(names, clip_model, pretrained, templates, cache_dir, this_is=this_is)
         print(f"Vocabulary {label}: {embeddings.shape[0]} classes x {embeddings.shape[1]} dims "
               f"({clip_model}, {pretrained_identity(pretrained)}), cached at {path}")
         written.append(path)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from gridclip.modeling.clip_configs import TINY_BACKBONE_CLIP
+from gridclip.modeling.clip_configs import TINY_BACKBONE_CLIP, TINY_TEACHER_CLIP
 from gridclip.modeling.text_embeddings import load_text_embeddings_file, text_embeddings_cache_path
 
 TINY = ["--clip-model", TINY_BACKBONE_CLIP, "--pretrained", "", "--device", "cpu", "--no-progress"]
@@ -63,6 +63,34 @@ def test_config_vocabularies(tool, tmp_path):
     with pytest.raises(SystemExit):
         tool.main(["--config-file", str(config), "--output", str(tmp_path / "x.safetensors"),
                    "--opts", "MODEL.GRIDCLIP.TEST_VOCABULARY", "cat,dog,bird"])
+
+
+def test_config_text_encoder_and_this_is_build_the_files_training_reads(tool, tmp_path):
+    """MODEL.GRIDCLIP.TEXT_ENCODER (another CLIP's text tower, here 32-d) and PROMPT_THIS_IS decide the
+    embeddings the model loads; the tool must build exactly those, not the backbone CLIP's."""
+    from gridclip.config import get_gridclip_cfg
+    from gridclip.modeling.text_embeddings import text_encoder_settings
+
+    config = tmp_path / "text_encoder.yaml"
+    config.write_text(
+        "VERSION: 2\nMODEL:\n"
+        f"  CLIP:\n    MODEL_NAME: {TINY_BACKBONE_CLIP}\n    PRETRAINED: ''\n"
+        f"  GRIDCLIP:\n    TRAIN_VOCABULARY: voc\n    PROMPT_TEMPLATES: single\n    PROMPT_THIS_IS: True\n"
+        f"    TEXT_ENCODER:\n      MODEL_NAME: {TINY_TEACHER_CLIP}\n      PRETRAINED: ''\n"
+        f"    EMBEDDINGS_CACHE_DIR: {tmp_path / 'cache'}\n"
+    )
+    (path,) = tool.main(["--config-file", str(config), "--which", "train", "--no-progress", "--device", "cpu"])
+    settings = text_encoder_settings(get_gridclip_cfg(str(config)))
+    assert settings["clip_model_name"] == TINY_TEACHER_CLIP and settings["this_is"]
+    from gridclip.data.vocabularies import resolve_vocabulary
+
+    names = resolve_vocabulary("voc")
+    expected = text_embeddings_cache_path(
+        names, settings["clip_model_name"], settings["pretrained"], settings["templates"], settings["cache_dir"],
+        this_is=True,
+    )
+    assert path == expected
+    assert load_text_embeddings_file(path, expected_model=TINY_TEACHER_CLIP).shape == (20, 32)
 
 
 def test_argument_errors(tool, tmp_path):
