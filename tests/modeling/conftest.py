@@ -62,15 +62,20 @@ def tiny_cfg(embeddings_cache):
         cfg.MODEL.FCOS.NUM_CONVS = 2
         cfg.DATASETS.TRAIN = ()
         cfg.DATASETS.TEST = ()
-        for key, value in overrides.items():
-            node = cfg
-            *parents, leaf = key.split(".")
-            for p in parents:
-                node = getattr(node, p)
-            setattr(node, leaf, value)
-        return cfg
+        return set_cfg_values(cfg, overrides)
 
     return make
+
+
+def set_cfg_values(cfg, overrides):
+    """Set ``{"MODEL.FPN.OUT_CHANNELS": 32, ...}`` (dotted keys, Python values as given) on ``cfg``."""
+    for key, value in overrides.items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = getattr(node, p)
+        setattr(node, leaf, value)
+    return cfg
 
 
 def randomise_batchnorm(module, seed=0):

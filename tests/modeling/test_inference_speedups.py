@@ -67,13 +67,7 @@ def embeddings_cache_module(tmp_path_factory):
         cfg.MODEL.FCOS.NUM_CONVS = 2
         cfg.DATASETS.TRAIN = ()
         cfg.DATASETS.TEST = ()
-        for key, value in overrides.items():
-            node = cfg
-            *parents, leaf = key.split(".")
-            for p in parents:
-                node = getattr(node, p)
-            setattr(node, leaf, value)
-        return cfg
+        return conftest.set_cfg_values(cfg, overrides)
 
     return make
 
