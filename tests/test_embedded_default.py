@@ -61,11 +61,25 @@ def test_embedded_default_pretrains_trains_both_evaluates_visualises_and_caches(
     assert image is not None and image.shape[1] > image.shape[0]
     assert "Total time:" in proc.stdout and "[phase] pretrain_clip" in proc.stdout
 
-    # Second run: CLIPs and the random-init run come from the caches.
-    again = subprocess.run(cmd + ["--num-vis", "0", *SCHEDULE], env=env, capture_output=True, text=True, timeout=900,
-                           cwd=str(tmp_path))
+    # The same explicit --output-dir again: refused in one line before any work, the first run kept.
+    first_summary = (output_dir / "summary.json").read_bytes()
+    refused = subprocess.run(cmd + ["--num-vis", "0", *SCHEDULE], env=env, capture_output=True, text=True,
+                             timeout=300, cwd=str(tmp_path))
+    assert refused.returncode == 1 and "is not empty" in refused.stderr and "Traceback" not in refused.stderr
+    assert (output_dir / "summary.json").read_bytes() == first_summary
+
+    # Second run into the config's default OUTPUT_DIR, which an earlier run filled: it writes beside
+    # it (<dir>_run2), keeps the earlier files, and reads the CLIPs and the random-init run from the caches.
+    default_dir = tmp_path / "output" / "gridclip_world_pretrained"
+    default_dir.mkdir(parents=True)
+    (default_dir / "summary.json").write_text("{}")
+    again = subprocess.run([sys.executable, RUNNER, *PRETRAIN, "--num-vis", "0", *SCHEDULE], env=env,
+                           capture_output=True, text=True, timeout=900, cwd=str(tmp_path))
     assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
     assert "random init: cached run" in again.stdout
-    second = json.loads((output_dir / "summary.json").read_text())
+    assert (default_dir / "summary.json").read_text() == "{}"
+    second = json.loads((tmp_path / "output" / "gridclip_world_pretrained_run2" / "summary.json").read_text())
     assert second["random_init"] == summary["random_init"]
     assert second["timings_s"]["pretrain_clip"] < 5 and second["timings_s"]["train_random_init"] < 5
+    # One torch thread per run whatever the load: the same settings give the same numbers.
+    assert second["pretrained"] == summary["pretrained"], (second["pretrained"], summary["pretrained"])

@@ -38,14 +38,14 @@ class WorldCLIPs:
 def world_clips(tmp_path_factory):
     cache_dir = str(tmp_path_factory.mktemp("world_clip_cache"))
     start = time.perf_counter()
-    # One thread: small batches gain little from two, and two threads on a CPU that other jobs keep
-    # busy were 5x slower per step (measured: 5.4 vs 1.1 s).
+    # One torch thread, both models at once (one Python thread each): small batches gain little from two
+    # torch threads, and two on a CPU that other jobs keep busy were 5x slower per step (5.4 vs 1.1 s).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         clips = ensure_world_clips(
             (BACKBONE_CLIP, TEACHER_CLIP), corpus_args=TEST_CORPUS_ARGS, train_args=TEST_TRAIN_ARGS,
-            cache_dir=cache_dir, progress=False, zero_shot_per_object=1,
+            cache_dir=cache_dir, progress=False, zero_shot_per_object=1, parallel=True,
         )
     finally:
         torch.set_num_threads(threads)

@@ -17,21 +17,48 @@ def test_lists_table4_and_table5_rows():
     assert "USE_MHSA False" in proc.stdout and "val_base" in proc.stdout
 
 
+def test_table5_rows_reuse_the_table4_trainings():
+    """The paper's Table 5 compares two models of Table 4: one training each, evaluated closed and open set."""
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    import run_ablations
+
+    rows = run_ablations.ROWS
+    assert rows["T5-both"][1] == rows["T4-both"][1] and rows["T5-grid-align"][1] == rows["T4-grid-align"][1]
+    assert {rows[r][2] for r in rows if r.startswith("T4")} == {run_ablations.CLOSED}
+    assert {rows[r][2] for r in rows if r.startswith("T5")} == {run_ablations.OPEN}
+    trainings = {run for _, run, _, _ in rows.values()}
+    assert len(trainings) == 5  # 7 rows, 5 trainings per seed
+    for run in trainings:  # only grid-aligned models can name novel classes: only they are tested open-set
+        opts, test_sets, _ = run_ablations.RUNS[run]
+        grid_off = "MODEL.GRIDCLIP.GRID_ALIGN" in opts and opts[opts.index("MODEL.GRIDCLIP.GRID_ALIGN") + 1] == "False"
+        assert (run_ablations.OPEN in test_sets) == (not grid_off)
+
+
+def _write_run(root, run, seed, metrics_by_test_set):
+    out = root / run / f"seed{seed}"
+    out.mkdir(parents=True)
+    (out / "metrics.json").write_text(json.dumps({
+        "run": run, "seed": seed, "metrics": metrics_by_test_set,
+        "per_category_ap": {k: str(out / "missing.json") for k in metrics_by_test_set},
+    }))
+
+
 def test_summary_is_mean_and_std_over_seeds_beside_the_paper(tmp_path):
     sys.path.insert(0, os.path.join(REPO, "tools"))
     import run_ablations
 
     for seed, apr in ((0, 10.0), (1, 14.0)):
-        out = tmp_path / "T5-both" / f"seed{seed}"
-        out.mkdir(parents=True)
-        (out / "metrics.json").write_text(json.dumps({
-            "row": "T5-both", "seed": seed, "per_category_ap": str(out / "missing.json"),
-            "metrics": {"AP": 30.0 + seed, "APr": apr, "APc": 20.0, "APf": 40.0},
-        }))
+        _write_run(tmp_path, "both", seed, {
+            "val": {"AP": 30.0 + seed, "APr": apr, "APc": 20.0, "APf": 40.0},
+            "val_base": {"AP": 35.0, "APr": -1.0, "APc": 21.0 + 2 * seed, "APf": 41.0},
+        })
     args = run_ablations.get_parser().parse_args(["--output-dir", str(tmp_path)])
-    markdown, figures = run_ablations.summarize(args, ["T5-both", "T5-grid-align"], [0, 1, 2])
-    line = next(l for l in markdown.splitlines() if "T5-both" in l)
-    assert "| 2 |" in line and "12.0 ± 2.0" in line and "30.5 ± 0.5" in line and "APr 12.7" in line
+    markdown, figures = run_ablations.summarize(args, ["T5-both", "T4-both", "T5-grid-align"], [0, 1, 2])
+    open_line = next(l for l in markdown.splitlines() if "T5-both" in l)
+    assert "| 2 |" in open_line and "12.0 ± 2.0" in open_line and "30.5 ± 0.5" in open_line and "APr 12.7" in open_line
+    closed_line = next(l for l in markdown.splitlines() if "T4-both" in l)
+    assert "22.0 ± 1.0" in closed_line and "35.0 ± 0.0" in closed_line  # the same runs' closed-set numbers
     assert "T5-grid-align" not in markdown  # no runs: no row
     summary = json.loads((tmp_path / "ablations.json").read_text())
     assert summary["T5-both"]["APr"]["values"] == [10.0, 14.0] and figures == []
+    assert "APr" not in summary["T4-both"]  # -1 (no rare class in the closed-set vocabulary) is not a value

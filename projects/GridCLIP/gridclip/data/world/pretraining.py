@@ -25,7 +25,9 @@ import json
 import logging
 import math
 import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -54,10 +56,11 @@ TEACHER_CLIP = "GridCLIP-World-ViT"
 
 #: training arguments of :func:`pretrain_clip` per model (the embedded default's pretraining)
 DEFAULT_TRAIN_ARGS = {
-    BACKBONE_CLIP: dict(steps=600, batch_size=128, lr=2e-3, weight_decay=0.1, warmup_steps=40, seed=0),
+    BACKBONE_CLIP: dict(steps=400, batch_size=128, lr=3e-3, weight_decay=0.1, warmup_steps=40, seed=0),
     TEACHER_CLIP: dict(steps=400, batch_size=128, lr=2e-3, weight_decay=0.1, warmup_steps=40, seed=0),
 }
 _RECIPE_VERSION = 1
+_INIT_LOCK = threading.Lock()
 _CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
 _CLIP_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
 
@@ -127,7 +130,7 @@ def zero_shot_accuracy(model, tokenizer, images_uint8, labels, batch_size=256):
 
 
 def pretrain_clip(model_name, corpus, steps=500, batch_size=128, lr=2e-3, weight_decay=0.1, warmup_steps=40,
-                  seed=0, progress=True, eval_split=None):
+                  seed=0, progress=True, eval_split=None, progress_position=None):
     """
     Train an open_clip model from scratch on ``corpus`` (:func:`.captions.generate_caption_corpus`).
 
@@ -137,6 +140,7 @@ def pretrain_clip(model_name, corpus, steps=500, batch_size=128, lr=2e-3, weight
         steps, batch_size, lr, weight_decay, warmup_steps: AdamW with warm-up + cosine decay.
         seed (int): model init, batch order.
         progress (bool): tqdm bar with loss and logit scale.
+        progress_position (int): the bar's line (models pretrained in parallel each get their own).
         eval_split: optional (images, labels) evaluated with :func:`zero_shot_accuracy` at the end.
 
     Returns:
@@ -148,8 +152,9 @@ def pretrain_clip(model_name, corpus, steps=500, batch_size=128, lr=2e-3, weight
 
     from ...modeling import clip_configs  # noqa: F401  (registers the world configs)
 
-    torch.manual_seed(seed)
-    model = open_clip.create_model(model_name, pretrained=None, device="cpu")
+    with _INIT_LOCK:  # the global torch RNG: models pretrained in parallel threads get their own init
+        torch.manual_seed(seed)
+        model = open_clip.create_model(model_name, pretrained=None, device="cpu")
     tokenizer = open_clip.get_tokenizer(model_name)
     model.train()
     loss_fn = ClipLoss()
@@ -160,7 +165,8 @@ def pretrain_clip(model_name, corpus, steps=500, batch_size=128, lr=2e-3, weight
     generator = np.random.default_rng(seed)
     order, cursor = generator.permutation(len(images)), 0
     start, losses = time.perf_counter(), []
-    bar = tqdm(range(steps), desc=f"pretrain {model_name}", unit="step", disable=not progress, mininterval=2.0)
+    bar = tqdm(range(steps), desc=f"pretrain {model_name}", unit="step", disable=not progress, mininterval=2.0,
+               position=progress_position)
     for step in bar:
         if cursor + batch_size > len(order):
             order, cursor = generator.permutation(len(images)), 0
@@ -237,7 +243,8 @@ def read_world_clip_stats(path):
 
 
 def ensure_world_clips(model_names=(BACKBONE_CLIP, TEACHER_CLIP), corpus_args=None, train_args=None,
-                       cache_dir="", progress=True, zero_shot_per_object=2, force=False):
+                       cache_dir="", progress=True, zero_shot_per_object=2, force=False, parallel=False,
+                       on_ready=None):
     """
     The cached weights of each model in ``model_names``, pretrained now where missing.
 
@@ -249,37 +256,64 @@ def ensure_world_clips(model_names=(BACKBONE_CLIP, TEACHER_CLIP), corpus_args=No
         progress (bool): progress bars.
         zero_shot_per_object (int): held-out images per world object of the zero-shot benchmark.
         force (bool): retrain even if cached.
+        parallel (bool): pretrain the missing models at the same time, one Python thread each, on the
+            one rendered corpus (torch ops release the GIL; with one torch thread per model this uses
+            one core per model, and the weights do not depend on it: each model has its own seeded
+            init and batch order).
+        on_ready (callable): ``on_ready(model_name, entry)`` as soon as a model's weights are there
+            (cached ones at once, trained ones when saved; from the training thread when ``parallel``).
 
     Returns:
         dict: {model_name: {"path", "stats" (incl. "zero_shot"), "cached" (bool), "seconds"}}.
     """
     corpus_args = dict(DEFAULT_CORPUS_ARGS, **(corpus_args or {}))
     train_args = train_args or {}
-    results, corpus, eval_split = {}, None, None
+    results, missing = {}, []
     for name in model_names:
         args = dict(DEFAULT_TRAIN_ARGS.get(name, DEFAULT_TRAIN_ARGS[BACKBONE_CLIP]), **train_args.get(name, {}))
         path = world_clip_path(name, corpus_args, args, cache_dir)
         if os.path.isfile(path) and not force:
             results[name] = {"path": path, "stats": read_world_clip_stats(path), "cached": True, "seconds": 0.0}
-            continue
-        start = time.perf_counter()
-        if corpus is None:
-            logger.info("Rendering the caption corpus (%d images) ...", corpus_args["num_images"])
-            corpus = generate_caption_corpus(**corpus_args, progress=progress)
-            eval_split = zero_shot_split(
-                per_object=zero_shot_per_object, image_size=corpus_args["image_size"],
-                object_frac=corpus_args["single_object_frac"], seed=corpus_args["seed"],
-            )
-        model, stats = pretrain_clip(name, corpus, **args, progress=progress, eval_split=eval_split)
+            if on_ready is not None:
+                on_ready(name, results[name])
+        else:
+            missing.append((name, args, path))
+    if not missing:
+        return results
+    start = time.perf_counter()
+    logger.info("Rendering the caption corpus (%d images) ...", corpus_args["num_images"])
+    corpus = generate_caption_corpus(**corpus_args, progress=progress)
+    eval_split = zero_shot_split(
+        per_object=zero_shot_per_object, image_size=corpus_args["image_size"],
+        object_frac=corpus_args["single_object_frac"], seed=corpus_args["seed"],
+    )
+    corpus_seconds = time.perf_counter() - start
+
+    def train(position, name, args, path):
+        model_start = time.perf_counter()
+        model, stats = pretrain_clip(name, corpus, **args, progress=progress, eval_split=eval_split,
+                                     progress_position=position if parallel else None)
         stats.update(corpus_args=corpus_args, train_args=args)
         _save(model, stats, path)
-        results[name] = {"path": path, "stats": stats, "cached": False, "seconds": round(time.perf_counter() - start, 1)}
         zs = stats["zero_shot"]
         logger.info(
             "%s: zero-shot top-1 %.1f%% over %d names (colour %.1f%%, texture %.1f%%, shape %.1f%%) -> %s",
             name, 100 * zs["top1"], zs["num_classes"], 100 * zs["colour"], 100 * zs["texture"], 100 * zs["shape"], path,
         )
-    return results
+        entry = {"path": path, "stats": stats, "cached": False, "seconds": time.perf_counter() - model_start}
+        if on_ready is not None:
+            on_ready(name, entry)
+        return name, entry
+
+    if parallel and len(missing) > 1:
+        with ThreadPoolExecutor(max_workers=len(missing), thread_name_prefix="pretrain_clip") as pool:
+            trained = [f.result() for f in [pool.submit(train, i, *m) for i, m in enumerate(missing)]]
+    else:
+        trained = [train(i, *m) for i, m in enumerate(missing)]
+    for name, entry in trained:
+        entry["seconds"] = round(entry["seconds"] + corpus_seconds / len(missing), 1)  # the corpus, shared
+        results[name] = entry
+    return {name: results[name] for name in model_names}
 
 
 def ensure_world_clip(model_name, **kwargs):
