@@ -28,30 +28,6 @@ default, each with cores / jobs torch threads) writing ``<output>/<run>/seed<k>/
 metrics of each test set); a run/seed whose metrics exist is not rerun. Writes
 ``<output>/ablations.md`` / ``ablations.json`` and ``<output>/fig3_<table>.png``.
 """
-The paper's ablations (Table 4's CLIP rows, Table 5) in the generated vision-language world, with the
-world's pretrained mini-CLIPs, several seeds per row; mean ± std per metric beside the paper's numbers
-and Fig. 3 (AP over categories sorted by training frequency) per table.
-
-    python tools/run_ablations.py                                  # all rows, seeds 0 1 2 -> output/world_ablations
-    python tools/run_ablations.py --rows T5-grid-align T5-both --seeds 0 --output-dir out/abl
-    python tools/run_ablations.py --rows T5-both --opts SOLVER.MAX_ITER 300 SOLVER.STEPS "(240,)"
-    python tools/run_ablations.py --list
-
-Rows (configs/world/GridCLIP-World-Pretrained.yaml + the row's options; both tables train on the base
-classes, rare annotations removed, without multi-scale or crop as the paper's ablations):
-
-- Table 4, closed set: evaluated on ``synthetic_lvis_v1_val_base`` (val, base classes);
-  ``T4-wo-align`` (plain FCOS classifier, no image head), ``T4-R50star-wo-align`` (no attention pool),
-  ``T4-grid-align``, ``T4-image-align``, ``T4-both`` (GridCLIP);
-- Table 5, open set: evaluated on ``synthetic_lvis_v1_val`` with all classes: ``T5-grid-align``,
-  ``T5-both``; and, when the config has MODEL.GRIDCLIP.TEACHER.INPUT, ``T5-both-letterbox`` /
-  ``T5-both-center-crop`` on a world of 4:3 images (``--wide``), where CLIP's centre crop drops part
-  of each image (on the default square images both views are identical).
-
-Each run is a separate process (``--single-run``) writing ``<output>/<row>/seed<k>/metrics.json``; a
-row/seed whose metrics exist is not rerun. Writes ``<output>/ablations.md`` / ``ablations.json`` and
-``<output>/fig3_<table>.png``.
-"""
 import argparse
 import json
 import os
