@@ -110,6 +110,18 @@ def test_embeddings_unit_norm_shape_deterministic(tmp_path):
     assert (a[0] - a[1]).abs().max() > 1e-3
 
 
+def test_building_leaves_the_global_rng_as_a_cache_hit_does(tmp_path):
+    """A training must give the same numbers whether its text embeddings were cached (make demo, run 2)."""
+    torch.manual_seed(123)
+    te.load_text_embeddings(NAMES, TINY_BACKBONE_CLIP, "", templates="single", cache_dir=str(tmp_path))  # builds
+    after_build = torch.rand(4)
+    torch.manual_seed(123)
+    te.load_text_embeddings(NAMES, TINY_BACKBONE_CLIP, "", templates="single", cache_dir=str(tmp_path))  # cache hit
+    after_hit = torch.rand(4)
+    torch.manual_seed(123)
+    assert torch.equal(after_build, after_hit) and torch.equal(after_hit, torch.rand(4))
+
+
 def test_uncached_build_writes_nothing(tmp_path):
     te.load_text_embeddings(["cat"], TINY_BACKBONE_CLIP, "", templates="single", cache_dir=str(tmp_path),
                             use_cache=False)

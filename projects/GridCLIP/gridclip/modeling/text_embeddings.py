@@ -687,9 +687,12 @@ def load_text_embeddings(class_names, clip_model_name, pretrained, templates="vi
     check_prompt_context(class_names, templates, tokenizer)  # before the (slow) model is built
     if progress is None:  # long builds show progress
         progress = len(class_names) * len(templates) >= _PROGRESS_MIN_PROMPTS
-    clip_model = create_clip_model(clip_model_name, pretrained, device=device, cache_dir=clip_cache_dir)
-    embeddings = encode_text_embeddings(clip_model, tokenizer, class_names, templates, progress=progress,
-                                        this_is=this_is)
+    # Building the text tower draws its (overwritten) random init from the global RNG; fork it, so that a
+    # training leaves the same RNG state, and gives the same numbers, whether the embeddings were cached.
+    with torch.random.fork_rng(devices=[]):
+        clip_model = create_clip_model(clip_model_name, pretrained, device=device, cache_dir=clip_cache_dir)
+        embeddings = encode_text_embeddings(clip_model, tokenizer, class_names, templates, progress=progress,
+                                            this_is=this_is)
     del clip_model
     check_text_embeddings(embeddings, len(class_names), dim, f"{clip_model_name} text tower")
     if use_cache:
