@@ -28,7 +28,7 @@ SCHEDULE = ["--opts", "SOLVER.MAX_ITER", "150", "SOLVER.STEPS", "(120,)"]  # `ma
 @pytest.mark.slow
 def test_embedded_default_pretrains_trains_both_evaluates_visualises_and_caches(tmp_path):
     env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "datasets"), GRIDCLIP_CACHE=str(tmp_path / "cache"))
-    output_dir = tmp_path / "output"
+    output_dir = tmp_path / "run1"
     cmd = [sys.executable, RUNNER, "--output-dir", str(output_dir), *PRETRAIN]
     proc = subprocess.run(cmd + ["--num-vis", "3", *SCHEDULE], env=env, capture_output=True, text=True, timeout=900,
                           cwd=str(tmp_path))
@@ -83,3 +83,11 @@ def test_embedded_default_pretrains_trains_both_evaluates_visualises_and_caches(
     assert second["timings_s"]["pretrain_clip"] < 5 and second["timings_s"]["train_random_init"] < 5
     # One torch thread per run whatever the load: the same settings give the same numbers.
     assert second["pretrained"] == summary["pretrained"], (second["pretrained"], summary["pretrained"])
+
+
+def test_bad_thread_count_is_one_line_before_any_work(tmp_path):
+    env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "datasets"), GRIDCLIP_CACHE=str(tmp_path / "cache"))
+    proc = subprocess.run([sys.executable, RUNNER, "--num-threads", "0", "--output-dir", str(tmp_path / "out")],
+                          env=env, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    assert proc.returncode == 1 and "--num-threads must be at least 1" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "datasets").exists()

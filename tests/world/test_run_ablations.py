@@ -62,3 +62,9 @@ def test_summary_is_mean_and_std_over_seeds_beside_the_paper(tmp_path):
     summary = json.loads((tmp_path / "ablations.json").read_text())
     assert summary["T5-both"]["APr"]["values"] == [10.0, 14.0] and figures == []
     assert "APr" not in summary["T4-both"]  # -1 (no rare class in the closed-set vocabulary) is not a value
+
+
+def test_bad_rows_and_jobs_are_one_line_errors():
+    for args, message in ((["--rows", "T9-nothing"], "unknown rows"), (["--jobs", "-1"], "--jobs must be")):
+        proc = subprocess.run([sys.executable, TOOL, *args], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
