@@ -182,7 +182,7 @@ def pretrain_clip(model_name, corpus, steps=500, batch_size=128, lr=2e-3, weight
         optimizer.step()
         with torch.no_grad():  # as open_clip's training loop: logit scale at most 100
             model.logit_scale.clamp_(0, math.log(100))
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if step % 20 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", scale=f"{model.logit_scale.exp().item():.1f}")
     model.eval()
