@@ -41,18 +41,19 @@ def get_parser():
     parser.add_argument("--cache-dir", default="", help='weights cache ("" = $GRIDCLIP_CACHE or ~/.cache/gridclip)')
     parser.add_argument("--output-dir", default="", help="also copy the weights and a summary JSON here")
     parser.add_argument("--force", action="store_true", help="retrain even if cached")
-    parser.add_argument("--num-threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--num-threads", type=int, default=1,
+                        help="torch threads per model (default 1, as make demo: the models train at the same "
+                        "time, one Python thread each; the weights depend on the thread count)")
     return parser
 
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
-    if args.num_threads > 0:
-        torch.set_num_threads(args.num_threads)
-    if min(args.corpus_images, args.zero_shot_per_object) < 1 or (args.steps is not None and args.steps < 1):
-        print("error: --corpus-images, --steps and --zero-shot-per-object must be positive", file=sys.stderr)
+    if min(args.corpus_images, args.zero_shot_per_object, args.num_threads) < 1 or (args.steps is not None and args.steps < 1):
+        print("error: --corpus-images, --steps, --zero-shot-per-object and --num-threads must be positive", file=sys.stderr)
         return 2
+    torch.set_num_threads(args.num_threads)
     if args.output_dir and os.path.exists(args.output_dir) and os.listdir(args.output_dir):
         print(f"error: --output-dir {args.output_dir} exists and is not empty (nothing is overwritten)", file=sys.stderr)
         return 2
@@ -64,7 +65,7 @@ def main(argv=None):
     try:
         results = ensure_world_clips(models, corpus_args=corpus_args, train_args={m: overrides for m in models},
                                      cache_dir=args.cache_dir, zero_shot_per_object=args.zero_shot_per_object,
-                                     force=args.force)
+                                     force=args.force, parallel=True)
     except (ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
