@@ -21,6 +21,17 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def set_cfg_values(cfg, overrides):
+    """Set ``{"MODEL.FPN.OUT_CHANNELS": 32, ...}`` (dotted keys, Python values as given) on ``cfg``."""
+    for key, value in overrides.items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = getattr(node, p)
+        setattr(node, leaf, value)
+    return cfg
+
+
 @pytest.fixture
 def repo_root():
     return REPO_ROOT

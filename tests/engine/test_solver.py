@@ -10,6 +10,8 @@ from detectron2.solver import build_lr_scheduler
 import gridclip
 from gridclip.engine.solver import build_optimizer
 
+from ..conftest import set_cfg_values
+
 
 class _TwoTensors(torch.nn.Module):
     def __init__(self):
@@ -28,13 +30,7 @@ def _cfg(**overrides):
     cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
     cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 35.0
     cfg.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
-    for key, value in overrides.items():
-        node = cfg
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = getattr(node, p)
-        setattr(node, leaf, value)
-    return cfg
+    return set_cfg_values(cfg, overrides)
 
 
 def _step(cfg, grads):

@@ -10,6 +10,8 @@ from detectron2.structures import Boxes, Instances
 from gridclip import add_gridclip_config
 from gridclip.modeling.clip_configs import TINY_BACKBONE_CLIP, TINY_TEACHER_CLIP
 
+from ..conftest import set_cfg_values
+
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs")
 TINY_VOCABULARY = "cat,dog,red umbrella"
 
@@ -65,17 +67,6 @@ def tiny_cfg(embeddings_cache):
         return set_cfg_values(cfg, overrides)
 
     return make
-
-
-def set_cfg_values(cfg, overrides):
-    """Set ``{"MODEL.FPN.OUT_CHANNELS": 32, ...}`` (dotted keys, Python values as given) on ``cfg``."""
-    for key, value in overrides.items():
-        node = cfg
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = getattr(node, p)
-        setattr(node, leaf, value)
-    return cfg
 
 
 def randomise_batchnorm(module, seed=0):
