@@ -21,8 +21,8 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNNER = os.path.join(REPO, "tools", "run_embedded_default.py")
 AP_FLOOR = 1.0  # LVIS AP in percent on the generated val split (all classes); chance 0.0
-PRETRAIN = ["--corpus-images", "1000", "--pretrain-steps", "60"]  # `make demo`: 12,000 images, 600 / 400 steps
-SCHEDULE = ["--opts", "SOLVER.MAX_ITER", "150", "SOLVER.STEPS", "(120,)"]  # `make demo`: 600
+PRETRAIN = ["--corpus-images", "1000", "--pretrain-steps", "60"]  # `make demo`: 12,000 images, 350 / 300 steps
+SCHEDULE = ["--opts", "SOLVER.MAX_ITER", "150", "SOLVER.STEPS", "(120,)"]  # `make demo`: 500
 
 
 @pytest.mark.slow

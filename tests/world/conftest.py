@@ -12,11 +12,13 @@ import torch
 
 from gridclip.data.world.pretraining import BACKBONE_CLIP, TEACHER_CLIP, ensure_world_clips
 
-#: caption corpus and training schedule of the test CLIPs
-TEST_CORPUS_ARGS = dict(num_images=3000)
+#: caption corpus and training schedule of the test CLIPs (more multi-object images than make demo's
+#: 30 %: with its 70 % single objects the small fixture CLIP transferred less to the 96-px test world's
+#: novel objects, 0.49 vs 0.37 novel recall for random CLIPs, against 0.60 vs 0.31 with 40 %)
+TEST_CORPUS_ARGS = dict(num_images=3000, single_object_fraction=0.4)
 TEST_TRAIN_ARGS = {
-    BACKBONE_CLIP: dict(steps=260, batch_size=64, lr=3e-3, warmup_steps=20),
-    TEACHER_CLIP: dict(steps=100, batch_size=64, lr=3e-3, warmup_steps=15),
+    BACKBONE_CLIP: dict(steps=320, batch_size=64, lr=3e-3, warmup_steps=20),
+    TEACHER_CLIP: dict(steps=120, batch_size=64, lr=3e-3, warmup_steps=15),
 }
 
 

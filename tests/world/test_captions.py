@@ -42,3 +42,16 @@ def test_zero_shot_split_is_held_out_single_objects_of_every_name():
     corpus = generate_caption_corpus(num_images=100, seed=0)
     flat = {img.tobytes() for img in corpus["images"]}
     assert not any(img.tobytes() in flat for img in images)
+
+
+def test_corpus_is_the_same_rendered_by_one_or_several_processes():
+    from gridclip.data.world.captions import CORPUS_CHUNK
+
+    num_images = 2 * CORPUS_CHUNK + 7  # two full chunks and a partial one
+    serial = generate_caption_corpus(num_images=num_images, seed=3, workers=1)
+    forked = generate_caption_corpus(num_images=num_images, seed=3, workers=2)
+    assert forked["images"].shape == (num_images, 64, 64, 3)
+    assert np.array_equal(serial["images"], forked["images"])
+    assert serial["captions"] == forked["captions"] and serial["objects"] == forked["objects"]
+    # the chunks are different images (each its own stream), not one chunk repeated
+    assert not np.array_equal(serial["images"][:CORPUS_CHUNK], serial["images"][CORPUS_CHUNK:2 * CORPUS_CHUNK])
