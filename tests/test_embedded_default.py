@@ -91,3 +91,27 @@ def test_bad_thread_count_is_one_line_before_any_work(tmp_path):
                           env=env, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
     assert proc.returncode == 1 and "--num-threads must be at least 1" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "datasets").exists()
+
+
+def test_random_init_cache_is_keyed_by_the_clip_architectures(tmp_path, monkeypatch):
+    # The random-init run's cached result must not survive an edit of a registered CLIP config (the
+    # world CLIPs' text context went 48 -> 40): cfg.dump() only names the model.
+    import importlib.util
+
+    import open_clip.factory
+
+    spec = importlib.util.spec_from_file_location("gridclip_tools_run_embedded_default", RUNNER)
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    data_json = tmp_path / "train.json"
+    data_json.write_text(json.dumps({"info": {"generator": {"seed": 0}}}))
+    config = os.path.join(REPO, "configs", "GridCLIP-Tiny-Synthetic.yaml")
+    base = runner.random_init_cache_path(config, [], str(data_json))
+    assert runner.random_init_cache_path(config, [], str(data_json)) == base
+    assert runner.random_init_cache_path(config, ["SOLVER.MAX_ITER", "7"], str(data_json)) != base
+    for name in (runner.BACKBONE_CLIP, runner.TEACHER_CLIP):
+        edited = open_clip.get_model_config(name)
+        edited["text_cfg"]["context_length"] -= 8
+        with monkeypatch.context() as patch:
+            patch.setitem(open_clip.factory._MODEL_CONFIGS, name, edited)
+            assert runner.random_init_cache_path(config, [], str(data_json)) != base, name

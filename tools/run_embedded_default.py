@@ -47,6 +47,7 @@ _START = time.perf_counter()
 import gridclip  # first: applies the Detectron2 compatibility fixes before detectron2 is imported
 import cv2
 import numpy as np
+import open_clip
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import default_argument_parser
@@ -180,8 +181,11 @@ def random_init_cache_path(config_file, opts, data_json):
     cfg.OUTPUT_DIR = ""
     with open(data_json) as f:
         generator = json.load(f)["info"]["generator"]
+    # the CLIP architectures too: a registered config edited in place leaves cfg.dump() unchanged
+    architectures = [open_clip.get_model_config(name) if name in open_clip.list_models() else name
+                     for name in (cfg.MODEL.CLIP.MODEL_NAME, cfg.MODEL.GRIDCLIP.TEACHER.MODEL_NAME)]
     key = hashlib.sha256(
-        json.dumps([_RANDOM_CACHE_VERSION, cfg.dump(), generator], sort_keys=True).encode()
+        json.dumps([_RANDOM_CACHE_VERSION, cfg.dump(), generator, architectures], sort_keys=True).encode()
     ).hexdigest()[:16]
     return os.path.join(default_cache_dir(cfg.MODEL.GRIDCLIP.EMBEDDINGS_CACHE_DIR), "embedded_default", f"random_init-{key}.json")
 

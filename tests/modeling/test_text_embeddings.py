@@ -183,6 +183,18 @@ def test_cache_key_depends_on_model_templates_names_and_weights(tmp_path, embedd
     assert key(NAMES, TINY_BACKBONE_CLIP, "", "vild", cache_dir=str(tmp_path / "x")).startswith(str(tmp_path / "x"))
 
 
+def test_cache_key_changes_when_a_registered_model_config_is_edited(monkeypatch, embeddings_cache):
+    # Random-init weights have no file whose size and mtime could tell an edited architecture apart
+    # (the world CLIPs' text context went 48 -> 40): the config itself is part of the key.
+    import open_clip.factory
+
+    base = te.text_embeddings_cache_path(NAMES, TINY_BACKBONE_CLIP, "", "single")
+    edited = open_clip.get_model_config(TINY_BACKBONE_CLIP)
+    edited["text_cfg"]["context_length"] = edited["text_cfg"].get("context_length", 77) - 8
+    monkeypatch.setitem(open_clip.factory._MODEL_CONFIGS, TINY_BACKBONE_CLIP, edited)
+    assert te.text_embeddings_cache_path(NAMES, TINY_BACKBONE_CLIP, "", "single") != base
+
+
 def test_different_template_sets_give_different_embeddings(embeddings_cache):
     vild = te.load_text_embeddings(["cat", "dog"], TINY_BACKBONE_CLIP, "", templates="vild")
     single = te.load_text_embeddings(["cat", "dog"], TINY_BACKBONE_CLIP, "", templates="single")

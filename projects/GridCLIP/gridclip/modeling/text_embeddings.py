@@ -435,6 +435,9 @@ def _cache_identity(class_names, clip_model_name, pretrained, templates, this_is
     identity = {
         "recipe": _RECIPE_VERSION,
         "model_name": clip_model_name,
+        # the architecture too: a registered config edited in place (the world CLIPs' text context went
+        # 48 -> 40) must not read embeddings built by the old one (random init has no file to key by)
+        "model_config": open_clip.get_model_config(clip_model_name) if clip_model_name in open_clip.list_models() else None,
         "pretrained": pretrained_identity(pretrained),
         "templates": list(templates),
         "class_names": list(class_names),
