@@ -238,8 +238,9 @@ def test_pretrained_clips_score_novel_categories_better_than_random(novel_metric
 def test_novel_only_vocabulary_finds_never_annotated_objects(novel_metrics):
     # Swapping the vocabulary to the 3 novel names finds most novel objects with the right name among
     # each image's top detections (measured 0.69-0.80; the current fixture 0.71 on Detectron2 v0.6, 0.80
-    # on main, 0.69 run alone). With all 16 names, base names win most novel objects at this scale: the best detection at
-    # a novel object carries its novel name above the 1/16 chance, but by how much varies from run to
-    # run (0.31-0.40 on v0.6, 0.11-0.29 on main with the current fixture; random CLIPs 0.0 in both).
+    # on main, 0.69 run alone). With all 16 names, base names win most novel objects at this scale:
+    # the best detection at a novel object carries its novel name above the 1/16 chance, but by how
+    # much varies from run to run (0.31-0.40 on v0.6, 0.11-0.29 on main with the current fixture;
+    # random CLIPs 0.0 in both).
     assert novel_metrics["pretrained"]["novel_only_recall"] >= 0.45, novel_metrics
     assert novel_metrics["pretrained"]["full_vocabulary_accuracy"] > 1 / 16, novel_metrics
