@@ -47,11 +47,15 @@ def small_world(tmp_path_factory):
 
 def _train(config_file, opts, output_dir):
     """Train in this process; returns (trained model in eval mode, its image head's initial state or None)."""
+    from detectron2.utils.env import seed_all_rng
+
     from gridclip.engine.trainer import GridCLIPTrainer
 
     cfg = gridclip.get_gridclip_cfg(config_file, list(opts) + ["OUTPUT_DIR", str(output_dir)])
     cfg.freeze()
-    torch.manual_seed(0)
+    # every RNG, as tools/train_net.py's default_setup does with SEED 0: the training sampler draws its
+    # seed from numpy's global state, which otherwise depends on the tests that ran before
+    seed_all_rng(0)
     trainer = GridCLIPTrainer(cfg)
     trainer.resume_or_load(resume=False)
     head = trainer.model.image_head
