@@ -47,7 +47,6 @@ _START = time.perf_counter()
 import gridclip  # first: applies the Detectron2 compatibility fixes before detectron2 is imported
 import cv2
 import numpy as np
-import open_clip
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import default_argument_parser
@@ -58,6 +57,7 @@ from gridclip.data.world import DEFAULT_GENERATOR_ARGS, ensure_synthetic_lvis
 from gridclip.data.world.pretraining import BACKBONE_CLIP, TEACHER_CLIP, ensure_world_clips
 from gridclip.engine.trainer import GridCLIPTrainer
 from gridclip.evaluation import format_paper_table
+from gridclip.modeling.clip_loading import model_config_identity
 from gridclip.modeling.text_embeddings import default_cache_dir
 from gridclip.predictor import GridCLIPPredictor
 
@@ -182,8 +182,7 @@ def random_init_cache_path(config_file, opts, data_json):
     with open(data_json) as f:
         generator = json.load(f)["info"]["generator"]
     # the CLIP architectures too: a registered config edited in place leaves cfg.dump() unchanged
-    architectures = [open_clip.get_model_config(name) if name in open_clip.list_models() else name
-                     for name in (cfg.MODEL.CLIP.MODEL_NAME, cfg.MODEL.GRIDCLIP.TEACHER.MODEL_NAME)]
+    architectures = [model_config_identity(name) for name in (cfg.MODEL.CLIP.MODEL_NAME, cfg.MODEL.GRIDCLIP.TEACHER.MODEL_NAME)]
     key = hashlib.sha256(
         json.dumps([_RANDOM_CACHE_VERSION, cfg.dump(), generator, architectures], sort_keys=True).encode()
     ).hexdigest()[:16]

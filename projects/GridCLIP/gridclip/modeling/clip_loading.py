@@ -39,6 +39,13 @@ def pretrained_identity(pretrained):
     return f"tag:{pretrained or 'random-init'}"
 
 
+def model_config_identity(model_name):
+    """The open_clip config of a registered model, for cache keys (None for other names): a registered
+    config edited in place (the world CLIPs' text context went 48 -> 40) changes the key, which the name
+    alone and a random init's "tag" cannot."""
+    return open_clip.get_model_config(model_name) if model_name in open_clip.list_models() else None
+
+
 def _check_model_name(model_name):
     if model_name not in open_clip.list_models():
         raise ValueError(

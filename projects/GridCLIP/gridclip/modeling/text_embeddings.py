@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .clip_loading import create_clip_model, pretrained_identity
+from .clip_loading import create_clip_model, model_config_identity, pretrained_identity
 
 __all__ = [
     "VILD_TEMPLATES",
@@ -435,9 +435,7 @@ def _cache_identity(class_names, clip_model_name, pretrained, templates, this_is
     identity = {
         "recipe": _RECIPE_VERSION,
         "model_name": clip_model_name,
-        # the architecture too: a registered config edited in place (the world CLIPs' text context went
-        # 48 -> 40) must not read embeddings built by the old one (random init has no file to key by)
-        "model_config": open_clip.get_model_config(clip_model_name) if clip_model_name in open_clip.list_models() else None,
+        "model_config": model_config_identity(clip_model_name),
         "pretrained": pretrained_identity(pretrained),
         "templates": list(templates),
         "class_names": list(class_names),
