@@ -182,7 +182,8 @@ def random_init_cache_path(config_file, opts, data_json):
     with open(data_json) as f:
         generator = json.load(f)["info"]["generator"]
     # the CLIP architectures too: a registered config edited in place leaves cfg.dump() unchanged
-    architectures = [model_config_identity(name) for name in (cfg.MODEL.CLIP.MODEL_NAME, cfg.MODEL.GRIDCLIP.TEACHER.MODEL_NAME)]
+    architectures = [model_config_identity(name)
+                     for name in (cfg.MODEL.CLIP.MODEL_NAME, cfg.MODEL.GRIDCLIP.TEACHER.MODEL_NAME)]
     key = hashlib.sha256(
         json.dumps([_RANDOM_CACHE_VERSION, cfg.dump(), generator, architectures], sort_keys=True).encode()
     ).hexdigest()[:16]
