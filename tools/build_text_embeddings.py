@@ -169,7 +169,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from gridclip.cli import run_tool  # expected failures: one line, exit 1 (--debug: the traceback)
+    from gridclip.tool_errors import run_tool  # expected failures: one line, exit 1 (--debug: the traceback)
 
     setup_logger(name="gridclip")
     sys.exit(run_tool(lambda argv: (main(argv), 0)[1], sys.argv[1:], prog="build_text_embeddings.py",

@@ -87,7 +87,7 @@ def get_parser():
 # ---------------------------------------------------------------------------------------- arguments
 def check_arguments(args):
     """Everything that can be checked before the (slow) model is built; raises ToolError."""
-    from gridclip.cli import ToolError
+    from gridclip.tool_errors import ToolError
 
     sources = sum([bool(args.input), bool(args.video_input), bool(args.webcam)])
     if sources != 1:
@@ -137,7 +137,7 @@ def display_available():
 
 def resolve_demo_vocabulary(args):
     """The class names of --vocabulary / --custom-vocabulary (None = the config's / checkpoint's)."""
-    from gridclip.cli import ToolError
+    from gridclip.tool_errors import ToolError
     from gridclip.data.vocabularies import parse_custom_vocabulary, resolve_vocabulary
 
     if args.vocabulary is None:
@@ -216,7 +216,7 @@ def plan_outputs(inputs, output, extensions, allow_in_input, forced_extension=No
       (``<folder>__<name>``); no output may be an input or another input's output;
     - the output folder must be writable.
     """
-    from gridclip.cli import ToolError, check_writable_dir
+    from gridclip.tool_errors import ToolError, check_writable_dir
 
     input_dirs = {os.path.dirname(os.path.abspath(p)) for p in inputs}
     if output_is_file(output):
@@ -316,7 +316,7 @@ def write_image(path, image_bgr):
 def show(vis, wait_ms):
     """Show one visualisation in the demo window; True when the user pressed Esc (stop)."""
     import cv2
-    from gridclip.cli import ToolError
+    from gridclip.tool_errors import ToolError
 
     try:
         cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
@@ -362,7 +362,7 @@ def run_images(predictor, targets, metadata):
 def video_writer_for(path, fps, width, height):
     """cv2.VideoWriter for ``path`` (.avi: MJPG; .mkv: x264 if available; else mp4v)."""
     import cv2
-    from gridclip.cli import ToolError, check_writable_dir
+    from gridclip.tool_errors import ToolError, check_writable_dir
 
     check_writable_dir(os.path.dirname(path) or ".", "output folder")
     extension = os.path.splitext(path)[1].lower()
@@ -473,7 +473,7 @@ def run_webcam(predictor, metadata, target):
 
 def plan_run(args):
     """(image targets {input: output or None}, video target or None) after all checks; raises ToolError."""
-    from gridclip.cli import ToolError, check_writable_dir
+    from gridclip.tool_errors import ToolError, check_writable_dir
 
     if args.input:
         paths = expand_inputs(args.input)
@@ -536,7 +536,7 @@ def cli_main(argv=None):
     one line and exit status 1 (``--debug`` / ``GRIDCLIP_DEBUG=1``: the traceback)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     get_parser().parse_args(argv)  # --help / usage errors exit here, in a fraction of a second
-    from gridclip.cli import run_tool
+    from gridclip.tool_errors import run_tool
 
     return run_tool(main, argv, prog="demo.py")
 

@@ -24,7 +24,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gridclip.cli import ToolError, check_writable_dir, run_tool  # noqa: E402
+from gridclip.tool_errors import ToolError, check_writable_dir, run_tool  # noqa: E402
 
 FORMATS = ("torchscript", "onnx")
 OUTPUT_NAMES = ("boxes", "classes", "scores", "image_size")

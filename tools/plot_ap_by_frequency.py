@@ -48,6 +48,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from gridclip.cli import run_tool  # expected failures: one line, exit 1 (--debug: the traceback)
+    from gridclip.tool_errors import run_tool  # expected failures: one line, exit 1 (--debug: the traceback)
 
     sys.exit(run_tool(main, sys.argv[1:], prog="plot_ap_by_frequency.py"))

@@ -51,7 +51,7 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import default_argument_parser
 from detectron2.utils.visualizer import ColorMode, Visualizer
-from gridclip.cli import ToolError, check_writable_dir, run_tool
+from gridclip.tool_errors import ToolError, check_writable_dir, run_tool
 from gridclip.data.datasets import dataset_root
 from gridclip.data.world import DEFAULT_GENERATOR_ARGS, ensure_synthetic_lvis
 from gridclip.data.world.pretraining import BACKBONE_CLIP, TEACHER_CLIP, ensure_world_clips

@@ -1,5 +1,5 @@
 """
-gridclip.cli.run_tool: an expected failure is one line on stderr and exit status 1; Ctrl-C is one line
+gridclip.tool_errors.run_tool: an expected failure is one line on stderr and exit status 1; Ctrl-C is one line
 and 130; --debug / GRIDCLIP_DEBUG keep the traceback; bugs keep theirs; a full disk names ENOSPC and the
 file even when torch wraps it; a --num-gpus worker's expected failure is one line in the launcher.
 """
@@ -7,7 +7,7 @@ import errno
 
 import pytest
 
-from gridclip.cli import ToolError, check_writable_dir, format_error, run_tool
+from gridclip.tool_errors import ToolError, check_writable_dir, format_error, run_tool
 
 
 def _fail(exc):

@@ -4,7 +4,7 @@ missing or unreadable file, a wrong config key, a full disk, Ctrl-C) ends with O
 stderr and a non-zero exit status instead of a Python traceback. Bugs (any other exception) still
 show their traceback.
 
-    from gridclip.cli import run_tool
+    from gridclip.tool_errors import run_tool
 
     def main(argv=None):
         ...
