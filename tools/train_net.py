@@ -20,7 +20,7 @@ line naming the iteration and the last checkpoint to ``--resume`` from.
 import sys
 
 import gridclip  # noqa: F401  (first: applies the Detectron2 compatibility fixes before detectron2 is imported)
-from gridclip.cli import run_tool
+from gridclip.tool_errors import run_tool
 from gridclip.engine.defaults import argument_parser, launch_from_args
 
 
