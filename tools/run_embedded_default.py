@@ -55,14 +55,13 @@ from gridclip.tool_errors import ToolError, check_writable_dir, run_tool
 from gridclip.data.datasets import dataset_root
 from gridclip.data.world import DEFAULT_GENERATOR_ARGS, ensure_synthetic_lvis
 from gridclip.data.world.pretraining import BACKBONE_CLIP, TEACHER_CLIP, ensure_world_clips
-from gridclip.engine.trainer import GridCLIPTrainer
+from gridclip.engine.defaults import load_config, setup
+from gridclip.engine.trainer import GridCLIPTrainer, register_generated_datasets
 from gridclip.evaluation import format_paper_table
 from gridclip.modeling.clip_loading import model_config_identity
 from gridclip.modeling.text_embeddings import default_cache_dir
 from gridclip.predictor import GridCLIPPredictor
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import train_net  # noqa: E402  (tools/train_net.py: config loading, dataset registration, training)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAINED_CONFIG = os.path.join(REPO_ROOT, "configs", "world", "GridCLIP-World-Pretrained.yaml")
@@ -152,7 +151,7 @@ def train_and_evaluate_all(config_file, opts):
     Train ``config_file`` + ``opts`` with GridCLIPTrainer; returns (cfg, {test dataset name: its LVIS
     bbox results}) for every dataset of ``cfg.DATASETS.TEST``, each evaluated with its own vocabulary.
     """
-    cfg = train_net.setup(train_args(config_file, opts))  # default_setup: logging, OUTPUT_DIR, config dump, seed
+    cfg = setup(train_args(config_file, opts))  # default_setup: logging, OUTPUT_DIR, config dump, seed
     trainer = GridCLIPTrainer(cfg)
     trainer.resume_or_load(resume=False)
     trainer.train()
@@ -177,7 +176,7 @@ def _metrics(results):
 
 def random_init_cache_path(config_file, opts, data_json):
     """Cache file of the random-init run: keyed by its full config and the generated dataset's arguments."""
-    cfg = train_net.load_config(train_args(config_file, opts))
+    cfg = load_config(train_args(config_file, opts))
     cfg.OUTPUT_DIR = ""
     with open(data_json) as f:
         generator = json.load(f)["info"]["generator"]
@@ -335,13 +334,13 @@ def main(argv=None):
     threads = args.num_threads
     torch.set_num_threads(1)  # the parallel phases: one thread per job (the pretrained run gets `threads`)
     phase = PhaseTimer()
-    base_cfg = train_net.load_config(train_args(args.config_file, args.opts))
+    base_cfg = load_config(train_args(args.config_file, args.opts))
     output_dir = fresh_output_dir(args.output_dir or base_cfg.OUTPUT_DIR, explicit=bool(args.output_dir))
     check_writable_dir(output_dir, "output folder")
 
     with phase("data"):
         paths = ensure_synthetic_lvis(os.path.join(dataset_root(), "synthetic_lvis"), **DEFAULT_GENERATOR_ARGS)
-        train_net.register_generated_datasets(base_cfg, generate=False)
+        register_generated_datasets(base_cfg, generate=False)
     random_run = None if args.skip_random_init else RandomInitRun(args, output_dir, paths["train_json"])
 
     def on_ready(name, entry):  # the teacher CLIP, the shorter pretraining, frees a core first

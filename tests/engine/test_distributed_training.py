@@ -18,7 +18,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 
 # Registers the small generated dataset (already under $DETECTRON2_DATASETS/synthetic_lvis) in the
 # launching process, so train_net does not regenerate the default-size one, then runs train_net's
-# own entry point with the command-line arguments. Worker processes register it from the same files.
+# launch (gridclip.engine.defaults) with the command-line arguments. Worker processes register it from the same files.
 DRIVER = textwrap.dedent(
     """
     import os, sys
@@ -27,9 +27,8 @@ DRIVER = textwrap.dedent(
 
     if __name__ == "__main__":
         register_synthetic_lvis(os.path.join(os.environ["DETECTRON2_DATASETS"], "synthetic_lvis"))
-        sys.path.insert(0, os.path.join({repo!r}, "tools"))
-        import train_net
-        train_net.invoke_main(sys.argv[1:])
+        from gridclip.engine.defaults import argument_parser, launch_from_args
+        launch_from_args(argument_parser().parse_args(sys.argv[1:]))
     """
 )
 
