@@ -122,7 +122,7 @@ def test_get_gridclip_cfg_names_a_missing_file(tmp_path):
 def test_closed_set_configs_use_the_paper_protocol():
     """Table 4 configs: c+f training, lvis_v1_val with the 866 training classes; the evaluator then
     scores all categories and rare ones count as AP 0 (a named protocol in the written table)."""
-    from gridclip.data.vocabularies import resolve_vocabulary
+    from gridclip.vocabulary import resolve_vocabulary
     from gridclip.engine.trainer import build_evaluator
 
     cfg = load("configs/ablations/T4-GridCLIP-R50-wo-align.yaml")

@@ -24,7 +24,7 @@ import torch
 
 import gridclip  # first: applies the Detectron2 compatibility fixes
 from detectron2.utils.logger import setup_logger
-from gridclip.data.vocabularies import parse_custom_vocabulary, resolve_vocabulary
+from gridclip.vocabulary import parse_custom_vocabulary, resolve_vocabulary
 from gridclip.modeling.clip_loading import pretrained_identity
 from gridclip.modeling.text_embeddings import (
     load_text_embeddings,

@@ -138,7 +138,7 @@ def display_available():
 def resolve_demo_vocabulary(args):
     """The class names of --vocabulary / --custom-vocabulary (None = the config's / checkpoint's)."""
     from gridclip.tool_errors import ToolError
-    from gridclip.data.vocabularies import parse_custom_vocabulary, resolve_vocabulary
+    from gridclip.vocabulary import parse_custom_vocabulary, resolve_vocabulary
 
     if args.vocabulary is None:
         return None
@@ -271,11 +271,10 @@ def plan_outputs(inputs, output, extensions, allow_in_input, forced_extension=No
 
 # ---------------------------------------------------------------------------------------- drawing
 def vocabulary_metadata(names):
-    """A metadata-only catalog entry whose thing_classes are ``names`` (for the Visualizers)."""
-    from detectron2.data import MetadataCatalog
-    from gridclip.data.vocabularies import register_vocabulary
+    """Visualizer metadata whose thing_classes are ``names`` (nothing is registered in a catalog)."""
+    from detectron2.data.catalog import Metadata
 
-    return MetadataCatalog.get(register_vocabulary(names, "demo"))
+    return Metadata(thing_classes=list(names))
 
 
 def describe(detections):

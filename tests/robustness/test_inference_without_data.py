@@ -39,8 +39,12 @@ def setup(tmp_path, monkeypatch, embeddings_cache):
 
 
 def test_names_from_the_checkpoint_and_embeddings_only_for_them(setup):
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
     config, weights, embedded = setup
+    catalog_before = (set(DatasetCatalog.list()), set(MetadataCatalog.list()))
     predictor = GridCLIPPredictor(config, weights, confidence_threshold=0.0)
+    assert (set(DatasetCatalog.list()), set(MetadataCatalog.list())) == catalog_before  # no stand-in dataset
     assert predictor.vocabulary == NAMES and predictor.checkpoint_train_class_names == NAMES
     assert embedded and all(names == NAMES for names in embedded)
     result = predictor(np.zeros((40, 56, 3), np.uint8))

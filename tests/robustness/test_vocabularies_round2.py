@@ -9,7 +9,7 @@ import logging
 import open_clip
 import pytest
 
-from gridclip.data import vocabularies as V
+from gridclip import vocabulary as V
 from gridclip.data.datasets import register_custom_coco_dataset
 from gridclip.modeling.text_embeddings import check_prompt_context, load_text_embeddings
 
@@ -53,15 +53,9 @@ def test_path_like_specs_that_do_not_exist_are_errors(spec):
         V.resolve_vocabulary(spec)
 
 
-def test_bare_string_is_not_a_list_and_registered_vocabulary_is_no_dataset():
+def test_bare_string_is_not_a_list():
     with pytest.raises(TypeError, match="got the string 'cat,dog'"):
         V.validate_vocabulary("cat,dog")
-    entry = V.register_vocabulary(["zebra", "tricycle"], "test")
-    assert V.resolve_vocabulary(entry) == ["zebra", "tricycle"]
-    from detectron2.data import DatasetCatalog
-
-    with pytest.raises(ValueError, match="registered for inference, not a dataset"):
-        DatasetCatalog.get(entry)
 
 
 def test_custom_coco_dataset_names_go_through_the_same_check(tmp_path):

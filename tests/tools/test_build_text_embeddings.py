@@ -82,7 +82,7 @@ def test_config_text_encoder_and_this_is_build_the_files_training_reads(tool, tm
     (path,) = tool.main(["--config-file", str(config), "--which", "train", "--no-progress", "--device", "cpu"])
     settings = text_encoder_settings(get_gridclip_cfg(str(config)))
     assert settings["clip_model_name"] == TINY_TEACHER_CLIP and settings["this_is"]
-    from gridclip.data.vocabularies import resolve_vocabulary
+    from gridclip.vocabulary import resolve_vocabulary
 
     names = resolve_vocabulary("voc")
     expected = text_embeddings_cache_path(

@@ -124,7 +124,7 @@ def test_video_input_writes_a_video(trained, tmp_path):
         decoded += 1
     capture.release()
     assert decoded == 6
-    from gridclip.data.vocabularies import voc_class_names
+    from gridclip.vocabulary import voc_class_names
 
     lines = detection_lines(proc.stdout)
     assert len(lines) == 6

@@ -19,7 +19,7 @@ coordinates.
 Inference needs no dataset: the model is built for the vocabulary it will score (text embeddings of
 that vocabulary only), and when none is given the class names come from the config's test
 vocabulary, a registered test dataset, or the checkpoint (GridCLIP checkpoints store them). Every
-vocabulary goes through :func:`gridclip.data.vocabularies.validate_vocabulary`.
+vocabulary goes through :func:`gridclip.vocabulary.validate_vocabulary`, once, where it enters.
 """
 import logging
 import os
@@ -33,15 +33,15 @@ from torch.nn import functional as F
 
 from detectron2.data import DatasetCatalog
 from detectron2.data import transforms as T
-from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
 from .checkpoint import TEST_VOCABULARY_KEY, VOCABULARY_KEY, GridCLIPCheckpointer
 from .config import get_gridclip_cfg
 from .data.mapper import read_image as decode_image
-from .data.vocabularies import register_vocabulary, resolve_vocabulary, validate_vocabulary
+from .modeling.meta_arch import GridCLIP
+from .vocabulary import resolve_vocabulary, validate_vocabulary
 
-__all__ = ["Detections", "GridCLIPPredictor", "inference_model_config", "load_predictor_config"]
+__all__ = ["Detections", "GridCLIPPredictor", "load_predictor_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,25 +110,6 @@ def load_predictor_config(config_file, weights=None, opts=(), device=None, confi
     return cfg
 
 
-def inference_model_config(cfg, class_names):
-    """
-    A frozen copy of ``cfg`` that builds the model for inference on ``class_names`` alone: the
-    training and test vocabularies are those names (a metadata-only catalog entry, see
-    :func:`register_vocabulary`) and no dataset is named, so building reads no dataset file and text
-    embeddings are built (or loaded from the cache) for these names only. With grid alignment no
-    weight depends on the vocabulary, so every checkpoint weight still loads.
-    """
-    entry = register_vocabulary(class_names, "inference")
-    cfg = cfg.clone()
-    cfg.defrost()
-    cfg.MODEL.GRIDCLIP.TRAIN_VOCABULARY = entry
-    cfg.MODEL.GRIDCLIP.TEST_VOCABULARY = entry
-    cfg.DATASETS.TRAIN = ()
-    cfg.DATASETS.TEST = ()
-    cfg.freeze()
-    return cfg
-
-
 def _registered_dataset_classes(dataset_name):
     """The classes of a dataset that is registered in this process (reading no file), else None."""
     if not dataset_name or dataset_name not in DatasetCatalog.list():
@@ -149,7 +130,7 @@ class GridCLIPPredictor:
             safe loading and errors naming corrupt/missing files; None = the config's MODEL.WEIGHTS;
             "" = none, i.e. a randomly initialised detector).
         vocabulary: class names (list) or a vocabulary spec of
-            :func:`gridclip.data.vocabularies.resolve_vocabulary` ("lvis", "coco", "voc",
+            :func:`gridclip.vocabulary.resolve_vocabulary` ("lvis", "coco", "voc",
             "a,b,c", a text file, a registered dataset); None = the config's test vocabulary.
         opts: config overrides, as Detectron2's ``--opts`` ([key, value, ...]).
         device: "cpu", "cuda", "cuda:1", ... (None = the config's MODEL.DEVICE).
@@ -193,7 +174,11 @@ class GridCLIPPredictor:
             list(checkpoint[VOCABULARY_KEY]) if checkpoint and VOCABULARY_KEY in checkpoint else None
         )
         names = self._initial_vocabulary(vocabulary, checkpoint)
-        self.model = build_model(inference_model_config(self.cfg, names))
+        # Built for ``names`` alone (training and test vocabulary): no dataset is read and text embeddings
+        # are built (or read from the cache) for these names only. With grid alignment no weight depends
+        # on the vocabulary, so every checkpoint weight still loads.
+        self.model = GridCLIP(self.cfg, train_class_names=names, test_class_names=names)
+        self.model.to(torch.device(self.cfg.MODEL.DEVICE))
         self.model.eval()
         if checkpoint is not None:
             checkpointer.model = self.model

@@ -4,14 +4,14 @@ GridCLIP's data loaders: Detectron2's ``build_detection_{train,test}_loader`` wi
 
 The training loader puts every annotation in the TRAINING-vocabulary index space
 (``MODEL.GRIDCLIP.TRAIN_VOCABULARY``; ``""`` = the first training dataset's classes): each dataset's
-classes are matched to the vocabulary by name (case, ``_`` and spacing ignored; LVIS synonyms
-accepted). A category absent from the vocabulary is an error naming the dataset, the category id
-and its name, raised when the loader is built rather than hours into training. Boxes that are
+classes are matched to the vocabulary by name (compared as the text prompts see them,
+:func:`gridclip.vocabulary.clean_category_name`; LVIS synonyms accepted). A category absent from
+the vocabulary is an error naming the dataset, the category id and its name, raised when the
+loader is built rather than hours into training. Boxes that are
 degenerate, non-finite or outside their image are dropped (with one summary warning per dataset)
 before images without annotations are filtered (``DATALOADER.FILTER_EMPTY_ANNOTATIONS``).
 """
 import logging
-import re
 
 from detectron2.data import MetadataCatalog
 from detectron2.data.build import (
@@ -22,34 +22,19 @@ from detectron2.data.build import (
 )
 from detectron2.data.samplers import RepeatFactorTrainingSampler, TrainingSampler
 
+from ..vocabulary import clean_category_name, resolve_train_vocabulary
 from .mapper import GridCLIPDatasetMapper, is_valid_box
 
 __all__ = [
     "build_gridclip_train_loader",
     "build_gridclip_test_loader",
     "get_gridclip_train_dataset_dicts",
-    "resolve_train_vocabulary",
     "remap_to_vocabulary",
     "drop_invalid_boxes",
     "build_train_sampler",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def _normalize_name(name):
-    return re.sub(r"\s+", " ", str(name).replace("_", " ")).strip().lower()
-
-
-def resolve_train_vocabulary(cfg):
-    """The training vocabulary (list of names) of ``cfg``: ``MODEL.GRIDCLIP.TRAIN_VOCABULARY``."""
-    spec = cfg.MODEL.GRIDCLIP.TRAIN_VOCABULARY
-    first = cfg.DATASETS.TRAIN[0]
-    if not spec:
-        return list(MetadataCatalog.get(first).thing_classes)
-    from .vocabularies import resolve_vocabulary
-
-    return list(resolve_vocabulary(spec, first))
 
 
 def remap_to_vocabulary(dataset_dicts, dataset_name, vocabulary):
@@ -74,12 +59,12 @@ def remap_to_vocabulary(dataset_dicts, dataset_name, vocabulary):
     synonyms = metadata.get("class_synonyms") or [[] for _ in classes]
     vocabulary_index = {}
     for i, name in enumerate(vocabulary):
-        vocabulary_index.setdefault(_normalize_name(name), i)
+        vocabulary_index.setdefault(clean_category_name(str(name)), i)
     index_map = []
     for name, alternatives in zip(classes, synonyms):
         match = None
         for candidate in [name] + list(alternatives):
-            match = vocabulary_index.get(_normalize_name(candidate))
+            match = vocabulary_index.get(clean_category_name(str(candidate)))
             if match is not None:
                 break
         index_map.append(match)

@@ -313,7 +313,7 @@ def register_custom_coco_dataset(name, json_file, image_root):
             f"Custom dataset '{name}': category names in '{json_file}' must be non-empty and unique "
             f"(empty names for ids {empty}; duplicates {duplicates})."
         )
-    from .vocabularies import validate_vocabulary
+    from ..vocabulary import validate_vocabulary
 
     # The one vocabulary check (invisible characters, case-only duplicates), as for every other source.
     class_names = validate_vocabulary(class_names, f"custom dataset '{name}' ({json_file})")

@@ -21,7 +21,7 @@ from detectron2.utils import comm
 from ..data.datasets import dataset_root, register_synthetic_lvis
 from ..data.world import ensure_synthetic_lvis, synthetic_lvis_paths
 from ..data.build import build_gridclip_test_loader, build_gridclip_train_loader
-from ..data.vocabularies import resolve_vocabulary
+from ..vocabulary import resolve_vocabulary
 from ..evaluation import GridCLIPLVISEvaluator, format_paper_table, write_paper_table
 from ..checkpoint import GridCLIPCheckpointer
 from ..compat import default_trainer_restores_inner_state, detectron2_compiled_ops

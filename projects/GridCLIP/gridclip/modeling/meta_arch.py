@@ -26,26 +26,11 @@ from .decoding import DECODERS, SCORE_MODES, fold_logit_scale
 from .head import ClassifierFCOSHead, GridCLIPHead, TextEmbeddingClassifier
 from .image_head import ImageEmbeddingHead, teacher_embed_dim
 from .losses import BOX_REG_WEIGHTINGS, centerness_weighted_box_reg_loss, gridclip_loss, image_alignment_loss
+from ..vocabulary import resolve_train_test_vocabularies, resolve_train_vocabulary, validate_vocabulary
 
-__all__ = ["GridCLIP", "resolve_train_test_vocabularies"]
+__all__ = ["GridCLIP"]
 
 logger = logging.getLogger(__name__)
-
-def resolve_train_test_vocabularies(cfg):
-    """
-    (train_class_names, test_class_names) from MODEL.GRIDCLIP.TRAIN_VOCABULARY / DATASETS.TRAIN[0] and
-    TEST_VOCABULARY / DATASETS.TEST[0] (the training vocabulary when neither test setting is given).
-    """
-    from ..data.vocabularies import resolve_vocabulary
-
-    train_dataset = cfg.DATASETS.TRAIN[0] if len(cfg.DATASETS.TRAIN) else None
-    test_dataset = cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else None
-    train_names = resolve_vocabulary(cfg.MODEL.GRIDCLIP.TRAIN_VOCABULARY, train_dataset)
-    if cfg.MODEL.GRIDCLIP.TEST_VOCABULARY or test_dataset:
-        test_names = resolve_vocabulary(cfg.MODEL.GRIDCLIP.TEST_VOCABULARY, test_dataset)
-    else:
-        test_names = list(train_names)
-    return list(train_names), list(test_names)
 
 
 @META_ARCH_REGISTRY.register()
@@ -215,7 +200,17 @@ class GridCLIP(FCOS):
             )
 
     @classmethod
-    def from_config(cls, cfg):
+    def from_config(cls, cfg, train_class_names: Optional[Sequence[str]] = None,
+                    test_class_names: Optional[Sequence[str]] = None):
+        """
+        Args:
+            train_class_names, test_class_names: names already validated where they entered
+                (``gridclip.vocabulary``), e.g. ``GridCLIP(cfg, train_class_names=names,
+                test_class_names=names)`` for inference on ``names`` alone (no dataset is read and
+                only their text embeddings are built). Both None = the config's vocabularies
+                (``gridclip.vocabulary.resolve_train_test_vocabularies``); training names None =
+                the config's training vocabulary; test names None = the training names.
+        """
         from .text_embeddings import load_text_embeddings, text_encoder_settings
 
         backbone = build_backbone(cfg)
@@ -228,7 +223,11 @@ class GridCLIP(FCOS):
                 f"not {missing}."
             )
         feature_shapes = [backbone_shapes[f] for f in head_in_features]
-        train_names, test_names = resolve_train_test_vocabularies(cfg)
+        if train_class_names is None and test_class_names is None:
+            train_names, test_names = resolve_train_test_vocabularies(cfg)
+        else:
+            train_names = list(resolve_train_vocabulary(cfg) if train_class_names is None else train_class_names)
+            test_names = list(train_names if test_class_names is None else test_class_names)
 
         gc = cfg.MODEL.GRIDCLIP
         classifier, text_encoder = None, None
@@ -348,8 +347,6 @@ class GridCLIP(FCOS):
                 build them with the backbone's CLIP text tower (``load_text_embeddings``, cached).
         """
         from .text_embeddings import check_text_embeddings, load_text_embeddings, load_text_embeddings_file
-
-        from ..data.vocabularies import validate_vocabulary
 
         names = validate_vocabulary(names, "set_vocabulary")  # the one check of every vocabulary source
         if not self.grid_align:

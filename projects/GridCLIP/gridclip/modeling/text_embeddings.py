@@ -32,12 +32,12 @@ import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from ..vocabulary.names import clean_category_name
 from .clip_loading import create_clip_model, model_config_identity, pretrained_identity
 
 __all__ = [
     "VILD_TEMPLATES",
     "SINGLE_TEMPLATE",
-    "clean_category_name",
     "article_for",
     "resolve_templates",
     "build_prompts",
@@ -132,22 +132,6 @@ _RECIPE_VERSION = "1"
 _FILE_FORMAT = "gridclip-text-embeddings"
 _TENSOR_KEY = "text_embeddings"
 _ENCODE_BATCH_SIZE = 256
-
-
-def clean_category_name(name):
-    """
-    ViLD's category-name cleaning, applied before a name enters a template.
-
-    ``_`` → space (LVIS names such as ``aerosol_can``), ``/`` → ``" or "`` (Objects365 names such
-    as ``cow/sheep``), lower-case, surrounding whitespace and trailing dots removed. Runs of
-    whitespace are collapsed (CLIP's tokenizer does the same, so prompts are unchanged).
-
-    Examples: ``"aerosol_can"`` → ``"aerosol can"``, ``"bat_(animal)"`` → ``"bat (animal)"``,
-    ``"Cow/Sheep"`` → ``"cow or sheep"``, ``" Red Umbrella. "`` → ``"red umbrella"``.
-    """
-    cleaned = name.replace("_", " ").replace("/", " or ").lower()
-    cleaned = " ".join(cleaned.split())
-    return cleaned.rstrip(".").strip()
 
 
 def article_for(cleaned_name):

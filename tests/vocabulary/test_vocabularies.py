@@ -3,7 +3,7 @@ clear refusals of empty, duplicate and unknown vocabularies."""
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from gridclip.data import vocabularies as V
+from gridclip import vocabulary as V
 
 
 def test_builtin_vocabulary_sizes():
