@@ -1,5 +1,5 @@
 """
-Each fix in gridclip.compat, on whichever Detectron2 is installed (v0.6 sdist or compiled main):
+Each fix in gridclip.compat.fixes, on whichever Detectron2 is installed (v0.6 sdist or compiled main):
 where the fix's probe found the upstream problem, the failure reproduces with that fix disabled (in a
 fresh interpreter) and the same code works with the fix; where the probe found no problem, the fix
 is not applied and the same code works without it.
@@ -14,6 +14,7 @@ import textwrap
 import pytest
 
 from gridclip import compat
+from gridclip.compat import fixes, installed_code
 
 PYTHON = sys.executable
 
@@ -193,7 +194,7 @@ SNIPPETS["histogram"] = HISTOGRAM
 
 def test_numpy_alias_fix_class_histogram(snippet_runs):
     """Detectron2 v0.6's class histogram uses np.int; main's does not (and needs no alias for it)."""
-    uses_alias = "detectron2/data/build.py" in compat._files_matching(("detectron2",), compat._NUMPY_ALIAS_USE)
+    uses_alias = "detectron2/data/build.py" in installed_code.files_matching(("detectron2",), fixes.NUMPY_ALIAS_USE)
     ok, out = snippet_runs["without"]["histogram"]
     if uses_alias and is_active("numpy_aliases"):
         assert not ok and "has no attribute 'int'" in out
@@ -296,7 +297,7 @@ def test_group_norm_probe_leaves_the_random_state_alone():
     torch.manual_seed(0)
     expected = torch.rand(3)
     torch.manual_seed(0)
-    compat.probe_group_norm_head_probe()
+    fixes.probe_group_norm_head_probe()
     assert torch.equal(torch.rand(3), expected)
 
 
@@ -337,7 +338,8 @@ def test_checkpointer_weights_only_message(snippet_runs):
     assert "weights_only=True" in out
 
 
-CPU_DDP_KWARGS = "from gridclip import compat; print('device_ids', compat._ddp_kwargs_for_cpu_model().get('device_ids'))"
+CPU_DDP_KWARGS = ("from gridclip.compat import fixes; "
+                  "print('device_ids', fixes._ddp_kwargs_for_cpu_model().get('device_ids'))")
 
 
 SNIPPETS["cpu_ddp_kwargs"] = CPU_DDP_KWARGS

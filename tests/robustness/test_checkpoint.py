@@ -16,7 +16,8 @@ import pytest
 import torch
 from torch import nn
 
-from gridclip.checkpoint import TEMP_PREFIX, CorruptCheckpointError, GridCLIPCheckpointer, is_intact_checkpoint
+from gridclip.checkpoint import CorruptCheckpointError, GridCLIPCheckpointer, is_intact_checkpoint
+from gridclip.file_io import TEMP_PREFIX
 from gridclip.engine.trainer import GridCLIPTrainer
 
 

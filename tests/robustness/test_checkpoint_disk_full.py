@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from gridclip.checkpoint import GridCLIPCheckpointer, TEMP_PREFIX, is_intact_checkpoint
+from gridclip.checkpoint import GridCLIPCheckpointer, is_intact_checkpoint
+from gridclip.file_io import TEMP_PREFIX
 
 
 class _FullDisk:
@@ -39,13 +40,13 @@ def test_disk_full_names_enospc_and_the_file_and_keeps_the_previous_checkpoint(t
     model = nn.Linear(64, 64)
     checkpointer = GridCLIPCheckpointer(model, str(tmp_path))
     checkpointer.save("model_0000009")
-    fdopen = os.fdopen
-    monkeypatch.setattr(os, "fdopen", lambda fd, mode="r", *a, **k: _FullDisk(fdopen(fd, mode, *a, **k), 4096))
+    real_save = torch.save
+    monkeypatch.setattr(torch, "save", lambda obj, f, *a, **k: real_save(obj, _FullDisk(f, 4096), *a, **k))
     with torch.no_grad():
         model.weight.add_(1.0)
     with pytest.raises(OSError) as info:
         checkpointer.save("model_0000019")
-    monkeypatch.setattr(os, "fdopen", fdopen)
+    monkeypatch.setattr(torch, "save", real_save)
     error = info.value
     assert error.errno == errno.ENOSPC and error.filename == str(tmp_path / "model_0000019.pth")
     assert "inline_container" not in str(error) and "--resume" in str(error)

@@ -6,9 +6,6 @@ and registers everything GridCLIP adds to Detectron2's registries.
 """
 import warnings
 
-# `python -m gridclip.compat` imports this package (and thus compat) before running compat as __main__.
-warnings.filterwarnings("ignore", message="'gridclip.compat' found in sys.modules", category=RuntimeWarning)
-
 # Detectron2 modules loaded before the compatibility fixes can keep the old behaviour (on v0.6 with
 # Pillow >= 10, `import detectron2.modeling` before gridclip fails: "module 'PIL.Image' has no
 # attribute 'LINEAR'"): say so, with the fix.

@@ -1,10 +1,10 @@
 """
 ``GridCLIPCheckpointer``: Detectron2's ``DetectionCheckpointer`` made safe for long runs.
 
-- Atomic writes: a checkpoint is written to a temporary file in the same folder, flushed, fsync'ed
-  and ``os.replace``'d onto its name; ``last_checkpoint`` is replaced the same way, after the
-  checkpoint it names is complete. A kill (even ``kill -9``) during saving leaves the previous
-  checkpoint and ``last_checkpoint`` intact.
+- Atomic writes (:func:`gridclip.file_io.atomic_write`): a checkpoint is written to a temporary file
+  in the same folder, fsync'ed and ``os.replace``'d onto its name; ``last_checkpoint`` is replaced the
+  same way, after the checkpoint it names is complete. A kill (even ``kill -9``) during saving leaves
+  the previous checkpoint and ``last_checkpoint`` intact.
 - Nothing unsafe is unpickled: ``.pth`` files load with ``torch.load(weights_only=True)``; Detectron2
   model-zoo ``.pkl`` files (pickled numpy arrays) load through an unpickler that only admits numpy
   arrays, numpy dtypes and plain containers.
@@ -25,17 +25,18 @@
   and how to resume from it.
 """
 import errno
+import functools
 import glob
 import logging
 import os
 import pickle
-import tempfile
 import zipfile
 from typing import List, Optional
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
+from .file_io import TEMP_PREFIX, atomic_write, atomic_write_bytes
 from .utils import unwrap_model
 
 __all__ = [
@@ -54,8 +55,6 @@ TEST_VOCABULARY_KEY = "gridclip_test_class_names"
 INFERENCE_UNUSED_PREFIXES = ("image_head.",)
 #: how many mismatched parameters an error lists
 _MAX_LISTED = 8
-#: prefix of the temporary files written during an atomic save (not ``*.pth``: never listed as checkpoints)
-TEMP_PREFIX = ".tmp-gridclip-"
 
 logger = logging.getLogger(__name__)
 
@@ -91,36 +90,14 @@ def _errno_in_chain(exc, code):
     return None
 
 
-# ---------------------------------------------------------------------------------------- file helpers
-def _fsync_dir(path: str) -> None:
-    """Persist a rename in ``path`` (best effort: not every filesystem / OS supports it)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: str, write_fn) -> None:
-    """Call ``write_fn(binary_file)`` on a temp file next to ``path``, fsync it, then rename onto ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp_path = tempfile.mkstemp(prefix=TEMP_PREFIX + os.path.basename(path) + ".", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
-    _fsync_dir(folder)
+def _torch_save_to_file(data, path: str) -> None:
+    """
+    ``torch.save(data)`` into ``path`` through an open file object: the archive's inner folder is then
+    always "archive" (given a path, torch names it after the file, here the temporary one), so a
+    checkpoint's bytes do not depend on the temporary name.
+    """
+    with open(path, "wb") as f:
+        torch.save(data, f)
 
 
 def is_intact_checkpoint(path: str) -> bool:
@@ -229,7 +206,7 @@ class GridCLIPCheckpointer(DetectionCheckpointer):
         self._remove_stale_temp_files()
         self.logger.info(f"Saving checkpoint to {save_file}")
         try:
-            _atomic_write(save_file, lambda f: torch.save(data, f))
+            atomic_write(save_file, functools.partial(_torch_save_to_file, data))
             self.tag_last_checkpoint(basename)
         except (OSError, RuntimeError) as e:  # torch.save reports a full disk as "enforce fail at inline_container"
             full = _errno_in_chain(e, errno.ENOSPC)
@@ -248,12 +225,13 @@ class GridCLIPCheckpointer(DetectionCheckpointer):
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         if not self._is_local_dir():
             return super().tag_last_checkpoint(last_filename_basename)
-        _atomic_write(
-            os.path.join(self.save_dir, "last_checkpoint"), lambda f: f.write(last_filename_basename.encode())
-        )
+        atomic_write_bytes(os.path.join(self.save_dir, "last_checkpoint"), last_filename_basename.encode())
 
     def _remove_stale_temp_files(self) -> None:
-        """Temp files left by a process killed while saving (only the main process saves)."""
+        """Temp files left by a process killed while saving (only the main process saves).
+
+        Their names start with ``TEMP_PREFIX`` (never ``*.pth``: they are never listed as checkpoints).
+        """
         for path in glob.glob(os.path.join(self.save_dir, TEMP_PREFIX + "*")):
             self.logger.warning(f"Removing {path}: a partial checkpoint left by an interrupted save.")
             try:

@@ -116,14 +116,22 @@ def read_json(path: str, what: str = "JSON file"):
             raise ValueError(f"{what} {path} is not valid JSON ({e}): it is corrupt or truncated") from None
 
 
-def safe_torch_load(path: str, what: str = "file"):
-    """``torch.load(path, weights_only=True)`` on the CPU; an error names the file and what was expected."""
+def safe_torch_load(path: str, what: str = "file", advice: str = None):
+    """
+    ``torch.load(path, map_location="cpu", weights_only=True)``: only tensors and plain containers are
+    unpickled. Any failure raises ``ValueError("Cannot read {what} from {path} with
+    torch.load(weights_only=True): {error}. {advice}")``.
+
+    Args:
+        what (str): what the file should hold, e.g. "CLIP weights".
+        advice (str or None): the sentence that says what to do (default: re-save the tensors).
+    """
     import torch
 
+    if advice is None:
+        advice = ("Only tensors and plain containers are loaded; re-save the tensors (or use .safetensors) if "
+                  "you trust the file.")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(
-            f"Cannot read {what} {path} with torch.load(weights_only=True): {e}. Only tensors and plain "
-            "containers are loaded; re-save the tensors (or use .safetensors) if you trust the file."
-        ) from None
+        raise ValueError(f"Cannot read {what} from {path} with torch.load(weights_only=True): {e}. {advice}") from None

@@ -16,6 +16,7 @@ import zipfile
 import open_clip
 import torch
 
+from ..file_io import safe_torch_load
 from . import clip_configs  # noqa: F401  (registers the tiny configs)
 
 __all__ = ["create_clip_model", "RANDOM_INIT_SEED", "is_torchscript_archive", "pretrained_identity"]
@@ -60,13 +61,9 @@ def _load_state_dict_file(path):
         from safetensors.torch import load_file
 
         return load_file(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise RuntimeError(
-            f"Could not read CLIP weights from {path}: {e}. Expected a state dict saved with torch.save "
-            "(tensors only), a .safetensors file, or an OpenAI TorchScript archive."
-        ) from e
+    state = safe_torch_load(path, what="CLIP weights", advice=(
+        "Expected a state dict saved with torch.save (tensors only), a .safetensors file, or an OpenAI "
+        "TorchScript archive."))
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -1,25 +1,15 @@
 """
-Detectron2 (the v0.6 sdist or a compiled build of main) on today's stack: torch 2.11-2.14, numpy 2,
-Pillow >= 10, Python 3.11, setuptools 80.
+The Detectron2 compatibility fixes: one probe + fix pair per upstream problem.
 
-Every fix here is applied from our side, on import of :mod:`gridclip`; no installed file is edited.
-Each fix is a :class:`CompatFix`: a one-line description of the upstream problem, a *probe* that
-checks whether the installed packages actually have that problem (by running the affected code on a
-tiny input where that is cheap and side-effect free, otherwise by reading the installed code), and
-the fix itself, applied only when the probe finds the problem. No decision depends on a version
-string, so the same code is right on Detectron2 v0.6 and on main, with any numpy/Pillow/torch.
-
-``python -m gridclip.compat`` prints which fixes are active and why (``--json`` for a machine-readable
-form), plus the Detectron2 capabilities GridCLIP adapts to (compiled ops, CPU launch, trainer state).
-Tests: ``tests/test_compat.py`` reproduces each upstream problem with its fix disabled where the
-problem exists, and checks that the fix is not applied where it does not.
-
-Set ``GRIDCLIP_DISABLE_COMPAT=1`` to import gridclip without applying any fix, or to a comma-separated
-list of fix names (see ``FIXES``) to skip just those.
+Each fix is a :class:`CompatFix`: a one-line description of the upstream problem (the fix's docstring),
+a *probe* ``() -> (problem_exists, why)`` that checks whether the installed packages actually have
+that problem (by running the affected code on a tiny input where that is cheap and side-effect free,
+otherwise by reading the installed code), and the fix itself, applied from our side (no installed file
+is edited) only when the probe finds the problem. No decision depends on a version string.
+:func:`gridclip.compat.apply.apply_all` probes and applies them in the order of :data:`FIXES`.
 """
 import functools
 import importlib.util
-import io
 import logging
 import os
 import re
@@ -27,31 +17,15 @@ import sys
 import tempfile
 import types
 import warnings
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Tuple
 
 import numpy as np
 import PIL.Image
 
-__all__ = [
-    "apply_all",
-    "APPLIED",
-    "FIXES",
-    "STATUS",
-    "CompatFix",
-    "detectron2_compiled_ops",
-    "detectron2_launch_supports_cpu",
-    "default_trainer_restores_inner_state",
-    "report",
-]
+from .installed_code import files_matching, short_list
 
-logger = logging.getLogger(__name__)
-
-#: names of the fixes that were applied in this process
-APPLIED = []
-#: name -> {"state": "active" | "not needed" | "disabled", "reason": str}, filled by apply_all()
-STATUS = OrderedDict()
+__all__ = ["CompatFix", "FIXES"]
 
 
 @dataclass(frozen=True)
@@ -64,42 +38,8 @@ class CompatFix:
     apply: Callable[[], None]
 
 
-# ---------------------------------------------------------------------------------------- helpers
 _NUMPY_ALIASES = ("float", "int", "bool", "str", "object")
-_NUMPY_ALIAS_USE = re.compile(rb"\bnp\.(float|int|bool|str|object)\b")
-
-
-def _package_dir(name):
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return list(spec.submodule_search_locations)[0]
-
-
-def _python_files(package):
-    root = _package_dir(package)
-    if root is None:
-        return
-    for folder, _, files in os.walk(root):
-        for file in sorted(files):
-            if file.endswith(".py"):
-                path = os.path.join(folder, file)
-                yield os.path.join(package, os.path.relpath(path, root)), path
-
-
-def _files_matching(packages, pattern):
-    """Relative paths of the installed .py files of ``packages`` whose source matches ``pattern``."""
-    found = []
-    for package in packages:
-        for relpath, path in _python_files(package):
-            with open(path, "rb") as f:
-                if pattern.search(f.read()):
-                    found.append(relpath)
-    return found
-
-
-def _short_list(items, limit=3):
-    return ", ".join(items[:limit]) + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
+NUMPY_ALIAS_USE = re.compile(rb"\bnp\.(float|int|bool|str|object)\b")
 
 
 # ---------------------------------------------------------------------------------------- Pillow
@@ -125,10 +65,10 @@ def probe_numpy_aliases():
     missing = [name for name in _NUMPY_ALIASES if name not in np.__dict__]
     if not missing:
         return False, "numpy still provides np.float/np.int/np.bool/np.str/np.object"
-    users = _files_matching(("lvis", "detectron2"), _NUMPY_ALIAS_USE)
+    users = files_matching(("lvis", "detectron2"), NUMPY_ALIAS_USE)
     if not users:
         return False, "numpy has no np.float etc., and no installed lvis/detectron2 code uses them"
-    return True, "numpy has no np." + "/np.".join(missing) + "; used by " + _short_list(users)
+    return True, "numpy has no np." + "/np.".join(missing) + "; used by " + short_list(users)
 
 
 def fix_numpy_aliases():
@@ -144,17 +84,17 @@ _PKG_RESOURCES_WARNING = "pkg_resources is deprecated"
 
 
 def probe_pkg_resources_warning():
-    users = _files_matching(("detectron2",), re.compile(rb"^\s*import pkg_resources", re.M))
+    users = files_matching(("detectron2",), re.compile(rb"^\s*import pkg_resources", re.M))
     if not users:
         return False, "Detectron2 does not import pkg_resources"
     spec = importlib.util.find_spec("pkg_resources")
     if spec is None:
-        return True, f"{_short_list(users)} imports pkg_resources, which this setuptools no longer has"
+        return True, f"{short_list(users)} imports pkg_resources, which this setuptools no longer has"
     with open(spec.origin, "rb") as f:
         warns = _PKG_RESOURCES_WARNING.encode() in f.read()
     if not warns:
-        return False, f"{_short_list(users)} imports pkg_resources, which imports without a warning"
-    return True, f"{_short_list(users)} imports pkg_resources, which warns '{_PKG_RESOURCES_WARNING}' on import"
+        return False, f"{short_list(users)} imports pkg_resources, which imports without a warning"
+    return True, f"{short_list(users)} imports pkg_resources, which warns '{_PKG_RESOURCES_WARNING}' on import"
 
 
 def fix_pkg_resources_warning():
@@ -380,7 +320,8 @@ def probe_checkpointer_weights_only_message():
             DetectionCheckpointer(model).load(path)
         except pickle.UnpicklingError as e:
             if "weights_only" in str(e):
-                return True, "DetectionCheckpointer refuses a .pth holding numpy objects with torch's weights_only message"
+                return True, ("DetectionCheckpointer refuses a .pth holding numpy objects with torch's "
+                              "weights_only message")
             raise
         finally:
             logging.disable(previous)
@@ -431,209 +372,3 @@ FIXES = [
     _fix("checkpointer_weights_only_message", probe_checkpointer_weights_only_message,
          fix_checkpointer_weights_only_message),
 ]
-
-
-def apply_all():
-    """Probe every fix once and apply those whose problem exists (idempotent). Returns APPLIED."""
-    disabled = {n.strip() for n in os.environ.get("GRIDCLIP_DISABLE_COMPAT", "").split(",") if n.strip()}
-    if "1" in disabled:
-        for fix in FIXES:
-            STATUS.setdefault(fix.name, {"state": "disabled", "reason": "GRIDCLIP_DISABLE_COMPAT=1"})
-        return APPLIED
-    unknown = disabled - {fix.name for fix in FIXES}
-    if unknown:
-        raise ValueError(
-            f"GRIDCLIP_DISABLE_COMPAT names unknown fixes {sorted(unknown)}; known: {[f.name for f in FIXES]}"
-        )
-    for fix in FIXES:
-        if fix.name in STATUS:
-            continue
-        if fix.name in disabled:
-            STATUS[fix.name] = {"state": "disabled", "reason": "named in GRIDCLIP_DISABLE_COMPAT"}
-            continue
-        needed, why = fix.probe()
-        if needed:
-            fix.apply()
-            APPLIED.append(fix.name)
-        STATUS[fix.name] = {"state": "active" if needed else "not needed", "reason": why}
-    return APPLIED
-
-
-# ---------------------------------------------------------------------------------------- capabilities
-@functools.lru_cache(maxsize=None)
-def detectron2_compiled_ops():
-    """
-    ``(True, where)`` when ``detectron2._C`` is a compiled extension that has the fast COCO
-    evaluator's op, ``(False, why)`` for GridCLIP's placeholder or a build without it.
-    """
-    try:
-        from detectron2 import _C
-    except ImportError as e:
-        return False, f"detectron2._C does not import ({e})"
-    if getattr(_C, "IS_GRIDCLIP_PLACEHOLDER", False):
-        return False, f"detectron2._C is GridCLIP's placeholder ({_C.__file__})"
-    try:
-        getattr(_C, "COCOevalAccumulate")
-    except (AttributeError, ImportError):
-        return False, f"detectron2._C ({_C.__file__}) has no COCOevalAccumulate"
-    return True, f"compiled detectron2._C at {_C.__file__}"
-
-
-class _ProbeBackend(BaseException):
-    """Raised by the recording init_process_group; a BaseException so Detectron2's handler lets it pass."""
-
-    def __init__(self, backend):
-        super().__init__(backend)
-        self.backend = backend
-
-
-class _RecordingDist(types.ModuleType):
-    def __init__(self, real):
-        super().__init__("torch.distributed")
-        self._real = real
-
-    def __getattr__(self, name):
-        return getattr(self._real, name)
-
-    def init_process_group(self, backend=None, **kwargs):
-        raise _ProbeBackend(backend)
-
-
-@functools.lru_cache(maxsize=None)
-def detectron2_launch_supports_cpu():
-    """
-    ``(True, why)`` when Detectron2's launch worker starts a process group without CUDA (gloo),
-    ``(False, why)`` when it requires CUDA. Probed by running the worker's set-up with a recording
-    ``init_process_group`` (no process group is created, nothing is spawned). Only meaningful on a
-    machine without CUDA.
-    """
-    # `detectron2.engine.launch` as an attribute is the function (engine/__init__ re-exports it).
-    launch_module = importlib.import_module("detectron2.engine.launch")
-    worker = getattr(launch_module, "_distributed_worker", None)
-    if worker is None:
-        return False, "detectron2.engine.launch has no _distributed_worker to probe"
-    real = launch_module.dist
-    launch_module.dist = _RecordingDist(real)
-    try:
-        worker(0, lambda: None, 2, 2, 0, "tcp://127.0.0.1:1", ())
-    except _ProbeBackend as recorded:
-        backend = str(recorded.backend).lower()
-        if backend == "gloo":
-            return True, "Detectron2's launch uses gloo when there is no CUDA"
-        return False, f"Detectron2's launch starts backend {recorded.backend!r} without CUDA"
-    except AssertionError as e:
-        return False, f"Detectron2's launch requires CUDA ({e})"
-    finally:
-        launch_module.dist = real
-    return False, "Detectron2's launch worker returned without starting a process group"
-
-
-class _InnerStateRecorder:
-    def __init__(self):
-        self.loaded = None
-
-    def state_dict(self):
-        return {"probe": 1}
-
-    def load_state_dict(self, state):
-        self.loaded = state
-
-
-def _bare_default_trainer():
-    from detectron2.engine import DefaultTrainer
-
-    trainer = DefaultTrainer.__new__(DefaultTrainer)  # no model/data: only the state methods are run
-    trainer._hooks, trainer.iter = [], 0
-    trainer.__dict__["_trainer"] = _InnerStateRecorder()
-    return trainer
-
-
-@functools.lru_cache(maxsize=None)
-def default_trainer_restores_inner_state():
-    """
-    Whether Detectron2's ``DefaultTrainer.load_state_dict`` restores the inner SimpleTrainer/AMPTrainer
-    state (``"_trainer"``: optimizer, grad scaler) itself. Probed on a bare DefaultTrainer.
-    """
-    from detectron2.engine import DefaultTrainer
-
-    trainer = _bare_default_trainer()
-    try:
-        DefaultTrainer.load_state_dict(trainer, {"iteration": 0, "_trainer": {"probe": 1}})
-    except KeyError:
-        return False
-    return trainer._trainer.loaded == {"probe": 1}
-
-
-def _capabilities():
-    import torch
-
-    compiled, where = detectron2_compiled_ops()
-    rows = [
-        ("compiled ops", where, "COCOEvaluator(use_fast_impl=True)" if compiled else
-         "COCOEvaluator(use_fast_impl=False) (pycocotools; same numbers)"),
-    ]
-    if torch.cuda.is_available():
-        rows.append(("launch", "CUDA available", "detectron2.engine.launch (NCCL)"))
-    else:
-        cpu, why = detectron2_launch_supports_cpu()
-        rows.append(("launch", why, "detectron2.engine.launch (gloo) + thread split" if cpu else
-                     "gridclip.engine.launch's gloo workers"))
-    restores = default_trainer_restores_inner_state()
-    rows.append((
-        "trainer state",
-        "DefaultTrainer checkpoints the inner trainer ('_trainer')" if restores
-        else "DefaultTrainer checkpoints only the iteration and hooks",
-        "GridCLIPTrainer adds nothing" if restores else "GridCLIPTrainer adds '_trainer' (optimizer, grad scaler)",
-    ))
-    return rows
-
-
-def _environment():
-    import detectron2
-    import torch
-
-    return (f"Detectron2 {detectron2.__version__} ({os.path.dirname(detectron2.__file__)}), torch {torch.__version__}, "
-            f"numpy {np.__version__}, Pillow {PIL.__version__}, Python {sys.version.split()[0]}")
-
-
-def report(as_json=False, file=None):
-    """Print the fixes (active / not needed / disabled, with the probe's reason) and the capabilities."""
-    import json
-
-    file = file or sys.stdout
-    capabilities = _capabilities()
-    if as_json:
-        json.dump({
-            "environment": _environment(),
-            "fixes": [{"name": f.name, "problem": f.problem, **STATUS.get(f.name, {"state": "not probed"})}
-                      for f in FIXES],
-            "capabilities": [{"feature": a, "probe": b, "used": c} for a, b, c in capabilities],
-        }, file, indent=2)
-        file.write("\n")
-        return
-    print(f"GridCLIP compatibility fixes (gridclip.compat) for {_environment()}:", file=file)
-    width = max(len(f.name) for f in FIXES)
-    for fix in FIXES:
-        status = STATUS.get(fix.name, {"state": "not probed", "reason": ""})
-        print(f"  {status['state'].upper():<10} {fix.name:<{width}}  {status['reason']}", file=file)
-    print(f"{len(APPLIED)} of {len(FIXES)} fixes active.", file=file)
-    print("Detectron2 features GridCLIP adapts to:", file=file)
-    for feature, why, used in capabilities:
-        print(f"  {feature:<13} {why} -> {used}", file=file)
-
-
-def _main(argv=None):
-    import argparse
-
-    parser = argparse.ArgumentParser(description="List GridCLIP's active Detectron2 compatibility fixes.")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    args = parser.parse_args(argv)
-    # `python -m gridclip.compat` runs this file as __main__; the fixes live in the imported package.
-    from gridclip import compat as installed
-
-    installed.report(as_json=args.json)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main())
