@@ -147,15 +147,12 @@ def test_closed_set_configs_use_the_paper_protocol():
 
 
 def test_count_parameters_finds_the_paper_count(fake_text_embeddings):
-    """tools/count_parameters.py: P6/P7 from [z', C5] with 512-d class embeddings is within 0.2 % of the
-    paper's 56.4 M (Table 2); the 1024-d paper config is not."""
-    import importlib.util
+    """gridclip.analysis.parameters (tools/count_parameters.py): P6/P7 from [z', C5] with 512-d class
+    embeddings is within 0.2 % of the paper's 56.4 M (Table 2); the 1024-d paper config is not."""
+    from gridclip.analysis.parameters import PAPER_VARIANTS, count_paper_variants
 
-    spec = importlib.util.spec_from_file_location("count_parameters", os.path.join(REPO, "tools", "count_parameters.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    variants = [v for v in tool.PAPER_VARIANTS if v[1].endswith(("FPN-2x.yaml", "FPN-2x-512d.yaml")) and not v[2]]
-    counts = {config: (n, n_mmdet) for _, config, _, n, n_mmdet in tool.count_paper_variants(variants)}
+    variants = [v for v in PAPER_VARIANTS if v[1].endswith(("FPN-2x.yaml", "FPN-2x-512d.yaml")) and not v[2]]
+    counts = {config: (n, n_mmdet) for _, config, _, n, n_mmdet in count_paper_variants(variants, repo_root=REPO)}
     n_512, n_512_mmdet = counts["configs/GridCLIP-R50-FPN-2x-512d.yaml"]
     assert abs(n_512 - 56.4e6) / 56.4e6 < 0.002 and abs(n_512_mmdet - 56.4e6) / 56.4e6 < 0.002
     n_1024, _ = counts["configs/GridCLIP-R50-FPN-2x.yaml"]

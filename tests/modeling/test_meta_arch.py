@@ -1,5 +1,4 @@
 """GridCLIP meta-architecture: Detectron2 FCOS parity, Eq. 4 switches, vocabulary swap, inference, overfit."""
-import importlib.util
 import os
 
 import pytest
@@ -308,12 +307,11 @@ def test_rn50_base_config_builds_and_runs(tiny_cfg):
     assert instances[0]["instances"].pred_grid_embeddings.shape[1] == 1024
 
 
-def test_count_parameters_tool(tiny_cfg):
-    spec = importlib.util.spec_from_file_location("count_parameters", os.path.join(REPO_ROOT, "tools", "count_parameters.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+def test_parameter_breakdown(tiny_cfg):
+    from gridclip.analysis.parameters import parameter_breakdown
+
     model = build_model(tiny_cfg())
-    rows = tool.parameter_breakdown(model)
+    rows = parameter_breakdown(model)
     inference = {name: n for name, n, training_only in rows if not training_only}
     assert sum(inference.values()) == sum(p.numel() for p in model.parameters()) - sum(
         p.numel() for p in model.image_head.parameters())

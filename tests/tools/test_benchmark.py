@@ -1,10 +1,18 @@
-"""tools/benchmark.py: GridCLIP vs Detectron2's FCOS-R50 on the same inputs, on CPU at a small size."""
+"""tools/benchmark.py (gridclip.analysis): GridCLIP vs Detectron2's FCOS-R50 on the same inputs, on CPU at a small size."""
 import importlib.util
 import json
 import os
 import textwrap
 
 import pytest
+import torch
+
+from gridclip.analysis.benchmark import build_gridclip
+from gridclip.analysis.fcos_peer import PEER_NAME, SAME_VOCAB_PEER_NAME
+from gridclip.analysis.flops import count_flops
+from gridclip.analysis.parameters import random_weights_config
+from gridclip.analysis.speedups import speedup_steps
+from gridclip.analysis.timing import amp_support, make_inputs
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -65,7 +73,7 @@ def test_benchmark_cpu_small_size_emits_every_field(benchmark_module, tiny_confi
     assert settings["peer_postprocess"] == {"test_score_thresh": 0.05, "test_topk_candidates": 1000,
                                             "test_nms_thresh": 0.5, "max_detections_per_image": 300}
 
-    gridclip_name, peer_name, same_name = "tiny", benchmark_module.PEER_NAME, benchmark_module.SAME_VOCAB_PEER_NAME
+    gridclip_name, peer_name, same_name = "tiny", PEER_NAME, SAME_VOCAB_PEER_NAME
     # The fair peer (FCOS-R50 scoring GridCLIP's test vocabulary) comes first after GridCLIP.
     assert list(written["models"]) == [gridclip_name, same_name, peer_name]
     gridclip, peer, same = (written["models"][n] for n in (gridclip_name, peer_name, same_name))
@@ -121,8 +129,8 @@ def test_benchmark_cpu_small_size_emits_every_field(benchmark_module, tiny_confi
 
     # --speedups: the cumulative ladder of exact speed-ups keeps the detections of the first step.
     rows = written["speedups"]
-    amp_ok = benchmark_module._amp_support(benchmark_module.torch.device("cpu"), benchmark_module.torch.bfloat16) is None
-    steps = benchmark_module.speedup_steps(False, amp_ok)
+    amp_ok = amp_support(torch.device("cpu"), torch.bfloat16) is None
+    steps = speedup_steps(False, amp_ok)
     assert [r["step"] for r in rows] == [step[0] for step in steps]
     for row in rows:
         d = row["detections_vs_before"]
@@ -136,10 +144,10 @@ def test_benchmark_cpu_small_size_emits_every_field(benchmark_module, tiny_confi
 def test_benchmark_params_only_prints_both_breakdowns(benchmark_module, tiny_config, tmp_path, capsys):
     results = benchmark_module.main(["--config-file", tiny_config, "--params", "--output", str(tmp_path / "p")])
     out = capsys.readouterr().out
-    assert "### Parameters: tiny" in out and f"### Parameters: {benchmark_module.PEER_NAME}" in out
+    assert "### Parameters: tiny" in out and f"### Parameters: {PEER_NAME}" in out
     assert "Inference parameters ratio (GridCLIP / FCOS same vocabulary)" in out
     # Detectron2's FCOS-R50 with an 80-class GN head: ResNet-50 + FPN + head, about 32 M parameters.
-    assert 31e6 < results["models"][benchmark_module.PEER_NAME]["parameters"]["inference_total"] < 33e6
+    assert 31e6 < results["models"][PEER_NAME]["parameters"]["inference_total"] < 33e6
     assert "fp32" not in results["models"]["tiny"]
     assert not list(tmp_path.glob("p.*")), "--params writes no files"
 
@@ -158,22 +166,17 @@ def test_benchmark_rejects_bad_arguments(benchmark_module, tiny_config, capsys, 
     assert message in capsys.readouterr().err
 
 
-
-def test_flops_and_the_time_over_flop_ratio(benchmark_module):
+def test_flops_and_the_time_over_flop_ratio():
     """fvcore FLOPs (per part, summing to the total) and the ratio fields computed from them."""
-    import torch
-
-    from count_parameters import random_weights_config
-
     cfg = random_weights_config(os.path.join(REPO_ROOT, "configs", "Base-GridCLIP.yaml"), [
         "MODEL.CLIP.MODEL_NAME", "GridCLIP-Tiny-RN", "MODEL.FPN.OUT_CHANNELS", "64", "MODEL.FCOS.NUM_CONVS", "2",
         "MODEL.GRIDCLIP.IMAGE_HEAD_HIDDEN_DIMS", "[32, 32]", "MODEL.GRIDCLIP.TEACHER.MODEL_NAME", "GridCLIP-Tiny-ViT"])
-    test_input, _ = benchmark_module.make_inputs(128, 160, 1)
-    small = benchmark_module.count_flops(benchmark_module.build_gridclip(cfg, 5, 9), test_input)
-    large = benchmark_module.count_flops(benchmark_module.build_gridclip(cfg, 5, 90), test_input)
+    test_input, _ = make_inputs(128, 160, 1)
+    small = count_flops(build_gridclip(cfg, 5, 9), test_input)
+    large = count_flops(build_gridclip(cfg, 5, 90), test_input)
     assert small["total"] == pytest.approx(sum(small["parts"].values())) and small["parts"]["backbone"] > 0
     # The cosine classifier (one addmm per level, not a submodule) grows with the test vocabulary by
     # R x D multiply-adds per class: R = 320 + 80 + 20 + 6 + 2 locations of p3..p7 at 128x160.
-    from gridclip.modeling.text_embeddings import clip_text_embed_dim
+    from gridclip.modeling.text.encoding import clip_text_embed_dim
 
     assert large["total"] - small["total"] == 428 * clip_text_embed_dim("GridCLIP-Tiny-RN") * (90 - 9)

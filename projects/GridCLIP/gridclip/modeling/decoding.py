@@ -1,5 +1,8 @@
 """
-Candidate selection of one FPN level at inference: which (location, class) pairs become boxes.
+Dense decoding at inference: which (location, class) pairs of each FPN level become boxes
+(:func:`select_candidates` and its references), and the per-image / per-level loop that turns a
+dense detector's predictions into detections (:func:`decode_level`, :func:`decode_dense_predictions`),
+shared by GridCLIP and the FCOS peer of :mod:`gridclip.analysis.fcos_peer`.
 
 Three score rules (``MODEL.FCOS.SCORE_MODE``), each with a score threshold t and a per-level top-k:
 
@@ -22,14 +25,17 @@ few candidates, with the same formulas as the dense way. Bounds carry a small sl
 candidates are a superset of the answer and float rounding cannot drop a pair.
 """
 import math
-from typing import Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
+from detectron2.layers import batched_nms
+from detectron2.structures import Boxes, Instances
 from torch import Tensor
+from torch.nn import functional as F
 
 __all__ = [
     "SCORE_MODES", "DECODERS", "candidate_scores", "dense_candidates", "select_candidates", "threshold_candidates",
-    "fold_logit_scale",
+    "decode_level", "decode_dense_predictions",
 ]
 
 SCORE_MODES = ("sqrt", "product", "mmdet")
@@ -170,6 +176,93 @@ def threshold_candidates(logits: Tensor, centerness: Tensor, score_thresh: float
 DECODERS = {"bound": select_candidates, "threshold": threshold_candidates, "dense": dense_candidates}
 
 
-def fold_logit_scale(text_embeddings: Tensor, logit_scale: Tensor) -> Tensor:
-    """[D, K] = (scale · T)ᵀ: the cosine classifier's scale folded into its (normalised) text embeddings."""
-    return (text_embeddings.float() * logit_scale.float()).t().contiguous()
+def decode_level(
+    anchors: Tensor,
+    logits: Tensor,
+    deltas: Tensor,
+    centerness: Tensor,
+    image_size: Tuple[int, int],
+    *,
+    box2box_transform,
+    decoder: str,
+    score_thresh: float,
+    topk: int,
+    score_mode: str,
+    grid_embeddings: Optional[Tensor] = None,
+) -> Instances:
+    """
+    Candidates of one level of one image (``score_mode``'s rule with ``score_thresh`` and ``topk``,
+    selected by ``DECODERS[decoder]``), decoded to fp32 boxes.
+
+    Args:
+        anchors: [R, 4] anchor boxes (XYXY) of the level.
+        logits: [R, K] class logits; deltas: [R, 4] box deltas; centerness: [R, 1] centerness logits.
+        image_size: (height, width) of the image the boxes belong to.
+        box2box_transform: the detector's transform (``apply_deltas(deltas [n, 4], boxes [n, 4])``).
+        grid_embeddings: [R, D] or None; when given, the kept candidates' L2-normalised embeddings
+            become the ``pred_grid_embeddings`` field.
+
+    Returns:
+        Instances with ``pred_boxes`` (fp32), ``scores`` [n] (fp32), ``pred_classes`` [n], n <= topk.
+    """
+    scores, anchor_idxs, class_idxs = DECODERS[decoder](logits, centerness, score_thresh, topk, score_mode)
+    boxes = box2box_transform.apply_deltas(deltas[anchor_idxs].float(), anchors[anchor_idxs].float())
+    instances = Instances(image_size, pred_boxes=Boxes(boxes), scores=scores, pred_classes=class_idxs)
+    if grid_embeddings is not None:
+        instances.pred_grid_embeddings = F.normalize(grid_embeddings[anchor_idxs].float(), dim=-1)
+    return instances
+
+
+def decode_dense_predictions(
+    image_sizes: Sequence[Tuple[int, int]],
+    anchors: List[Tensor],
+    pred_logits: List[Tensor],
+    pred_deltas: List[Tensor],
+    pred_centerness: List[Tensor],
+    *,
+    box2box_transform,
+    decoder: str,
+    score_thresh: float,
+    topk: int,
+    score_mode: str,
+    nms_thresh: float,
+    max_detections: int,
+    grid_embeddings: Optional[List[Tensor]] = None,
+) -> List[Instances]:
+    """
+    Per image: :func:`decode_level` on every level, class-wise NMS (``nms_thresh``), the
+    ``max_detections`` best. Runs with autocast off: anchors, boxes and scores are fp32 whatever the
+    dtype of the network's outputs (Detectron2's ``apply_deltas`` casts anchors to the deltas' dtype,
+    so bf16/fp16 deltas would quantise box coordinates to 2-4 px steps at 512-1024 px).
+
+    Args:
+        image_sizes: N (height, width) of the images.
+        anchors: L tensors [Ri, 4], the anchors of each level.
+        pred_logits: L tensors [N, Ri, K]; pred_deltas: L tensors [N, Ri, 4]; pred_centerness: L
+            tensors [N, Ri, 1]; grid_embeddings: L tensors [N, Ri, D] or None (see :func:`decode_level`).
+        other arguments: as :func:`decode_level`.
+
+    Returns:
+        N Instances, one per image.
+    """
+    settings = dict(box2box_transform=box2box_transform, decoder=decoder, score_thresh=score_thresh, topk=topk,
+                    score_mode=score_mode)
+    results: List[Instances] = []
+    with torch.autocast(device_type=pred_deltas[0].device.type, enabled=False):
+        for img_idx, image_size in enumerate(image_sizes):
+            per_level = [
+                decode_level(
+                    anchors[level],
+                    pred_logits[level][img_idx],
+                    pred_deltas[level][img_idx],
+                    pred_centerness[level][img_idx],
+                    image_size,
+                    grid_embeddings=None if grid_embeddings is None else grid_embeddings[level][img_idx],
+                    **settings,
+                )
+                for level in range(len(anchors))
+            ]
+            pred = Instances.cat(per_level)
+            keep = batched_nms(pred.pred_boxes.tensor, pred.scores, pred.pred_classes, nms_thresh)
+            results.append(pred[keep[:max_detections]])
+    return results

@@ -11,7 +11,6 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 from detectron2.config import configurable
-from detectron2.layers import batched_nms
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
 from detectron2.modeling.meta_arch.fcos import FCOS, FCOSHead
@@ -22,7 +21,7 @@ from torch.nn import functional as F
 
 from .bn_folding import enable_bn_folding, set_bn_folding
 from .clip_backbone import IMAGE_EMBEDDING_KEY
-from .decoding import DECODERS, SCORE_MODES, fold_logit_scale
+from .decoding import DECODERS, SCORE_MODES, decode_dense_predictions, decode_level, fold_logit_scale
 from .head import ClassifierFCOSHead, GridCLIPHead, TextEmbeddingClassifier
 from .image_head import ImageEmbeddingHead, teacher_embed_dim
 from .losses import BOX_REG_WEIGHTINGS, centerness_weighted_box_reg_loss, gridclip_loss, image_alignment_loss
@@ -536,47 +535,32 @@ class GridCLIP(FCOS):
 
     def forward_inference(self, images, features, predictions, return_grid_embeddings: bool = False):
         """
-        Decoding + class-wise NMS per image. Anchors, boxes and scores are fp32 whatever the autocast
-        dtype of the network (Detectron2's ``apply_deltas`` casts anchors to the deltas' dtype, so
-        bf16/fp16 deltas would quantise box coordinates to 2-4 px steps at 512-1024 px).
+        Decoding + class-wise NMS per image (:func:`gridclip.modeling.decoding.decode_dense_predictions`,
+        the decoder the FCOS peer of ``gridclip.analysis`` shares). Anchors, boxes and scores are fp32
+        whatever the autocast dtype of the network.
         """
         pred_logits, pred_deltas, pred_centerness, grid_embeddings = self.inference_predictions(predictions)
-        anchors = [Boxes(a.tensor.float()) for a in self.anchor_generator(features)]
-        results: List[Instances] = []
-        with torch.autocast(device_type=pred_deltas[0].device.type, enabled=False):
-            for img_idx, image_size in enumerate(images.image_sizes):
-                per_level = [
-                    self.decode_level(
-                        anchors[level],
-                        pred_logits[level][img_idx],
-                        pred_deltas[level][img_idx],
-                        pred_centerness[level][img_idx],
-                        grid_embeddings[level][img_idx] if return_grid_embeddings else None,
-                        image_size,
-                    )
-                    for level in range(len(anchors))
-                ]
-                pred = Instances.cat(per_level)
-                keep = batched_nms(pred.pred_boxes.tensor, pred.scores, pred.pred_classes, self.test_nms_thresh)
-                results.append(pred[keep[: self.max_detections_per_image]])
-        return results
+        anchors = [a.tensor.float() for a in self.anchor_generator(features)]
+        return decode_dense_predictions(
+            images.image_sizes, anchors, pred_logits, pred_deltas, pred_centerness,
+            grid_embeddings=grid_embeddings if return_grid_embeddings else None,
+            box2box_transform=self.box2box_transform, decoder=self.decoder, score_thresh=self.test_score_thresh,
+            topk=self.test_topk_candidates, score_mode=self.score_mode, nms_thresh=self.test_nms_thresh,
+            max_detections=self.max_detections_per_image,
+        )
 
     def decode_level(self, anchors: Boxes, logits: Tensor, deltas: Tensor, centerness: Tensor,
                      grid_embeddings: Optional[Tensor], image_size) -> Instances:
         """
         Candidates of one level of one image (``MODEL.FCOS.SCORE_MODE``'s rule with SCORE_THRESH_TEST
-        and TOPK_CANDIDATES_TEST, selected by ``self.decoder``: see ``gridclip.modeling.decoding``),
-        decoded to fp32 boxes.
+        and TOPK_CANDIDATES_TEST, selected by ``self.decoder``), decoded to fp32 boxes: see
+        :func:`gridclip.modeling.decoding.decode_level`.
 
         Args:
             logits [R, K], deltas [R, 4], centerness [R, 1], grid_embeddings [R, D] or None.
         """
-        select = DECODERS[self.decoder]
-        scores, anchor_idxs, class_idxs = select(
-            logits, centerness, self.test_score_thresh, self.test_topk_candidates, self.score_mode
+        return decode_level(
+            anchors.tensor, logits, deltas, centerness, image_size, grid_embeddings=grid_embeddings,
+            box2box_transform=self.box2box_transform, decoder=self.decoder, score_thresh=self.test_score_thresh,
+            topk=self.test_topk_candidates, score_mode=self.score_mode,
         )
-        boxes = self.box2box_transform.apply_deltas(deltas[anchor_idxs].float(), anchors.tensor[anchor_idxs].float())
-        instances = Instances(image_size, pred_boxes=Boxes(boxes), scores=scores, pred_classes=class_idxs)
-        if grid_embeddings is not None:
-            instances.pred_grid_embeddings = F.normalize(grid_embeddings[anchor_idxs].float(), dim=-1)
-        return instances
