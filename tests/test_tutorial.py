@@ -1,5 +1,5 @@
 """
-The README's "Tutorial: detect your own categories", run as written: its config block becomes
+docs/GETTING_STARTED.md's "Tutorial: detect your own categories", run as written: its config block becomes
 configs/my.yaml (only ``_BASE_`` points to a tiny CPU config instead of GridCLIP-R50-FPN-2x.yaml), a
 generated COCO-format dataset sits at data/my/, and its commands run in that working directory:
 training with ``--num-gpus 2`` (two CPU processes, each registering the datasets from the config),
@@ -49,10 +49,10 @@ TINY_SCHEDULE = ["SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "3", "SOLVER.ST
 
 
 def tutorial_blocks():
-    """{language: [code blocks]} of the README's tutorial section."""
-    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
-        readme = f.read()
-    section = readme.split("## Tutorial: detect your own categories", 1)[1].split("\n## ", 1)[0]
+    """{language: [code blocks]} of the tutorial section of docs/GETTING_STARTED.md."""
+    with open(os.path.join(REPO, "docs", "GETTING_STARTED.md"), encoding="utf-8") as f:
+        page = f.read()
+    section = page.split("## Tutorial: detect your own categories", 1)[1].split("\n## ", 1)[0]
     blocks = {}
     for language, body in re.findall(r"```(\w+)\n(.*?)```", section, flags=re.S):
         blocks.setdefault(language, []).append("\n".join(line[3:] if line.startswith("   ") else line
@@ -129,7 +129,7 @@ def test_tutorial_runs_as_written(tmp_path, monkeypatch):
     assert [r["name"] for r in records] == CLASSES
 
     namespace = {}
-    exec(compile(blocks["python"][0], "README tutorial step 4", "exec"), namespace)  # noqa: S102 - our README
+    exec(compile(blocks["python"][0], "tutorial step 4", "exec"), namespace)  # noqa: S102 - our own docs
     assert namespace["predictor"].vocabulary == CLASSES  # from the checkpoint: no dataset registered here
     assert set(namespace["result"].class_names) <= set(CLASSES)
 
