@@ -28,12 +28,12 @@ endef
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt setup.py tools/install_detectron2.py tools/detectron2_C_placeholder.py
+$(STAMP): requirements.txt setup.py dev/install_detectron2.py dev/detectron2_C_placeholder.py
 	@start=$$(date +%s); \
 	set -e; \
 	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV); \
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt; \
-	$(PY) tools/install_detectron2.py --cache-dir $(VENV)/cache; \
+	$(PY) dev/install_detectron2.py --cache-dir $(VENV)/cache; \
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .; \
 	$(PY) -c "import gridclip, detectron2; print('gridclip', gridclip.__version__, '| detectron2', detectron2.__version__)"; \
 	touch $(STAMP); \
@@ -56,13 +56,13 @@ $(D2MAIN_ARCHIVE):
 	@exit 1
 
 # The build happens under $(D2MAIN_VENV)/src (never next to the archive); a second run is a no-op.
-$(D2MAIN_STAMP): requirements.txt setup.py tools/install_detectron2.py $(D2MAIN_ARCHIVE)
+$(D2MAIN_STAMP): requirements.txt setup.py dev/install_detectron2.py $(D2MAIN_ARCHIVE)
 	@start=$$(date +%s); \
 	set -e; \
 	[ -x $(D2MAIN_PY) ] || $(PYTHON) -m venv $(D2MAIN_VENV); \
 	$(D2MAIN_PY) -m pip install -q --disable-pip-version-check -r requirements.txt; \
 	echo "[setup-detectron2-main] venv + requirements in $$(( $$(date +%s) - start )) s"; \
-	$(D2MAIN_PY) tools/install_detectron2.py --from-source $(D2MAIN_ARCHIVE) --build-dir $(D2MAIN_VENV)/src; \
+	$(D2MAIN_PY) dev/install_detectron2.py --from-source $(D2MAIN_ARCHIVE) --build-dir $(D2MAIN_VENV)/src; \
 	$(D2MAIN_PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .; \
 	$(D2MAIN_PY) -c "import gridclip, detectron2; print('gridclip', gridclip.__version__, '| detectron2', detectron2.__version__)"; \
 	touch $(D2MAIN_STAMP); \

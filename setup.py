@@ -9,7 +9,7 @@ setup(
     package_dir={"": "projects/GridCLIP"},
     packages=find_packages("projects/GridCLIP", include=["gridclip", "gridclip.*"]),
     python_requires=">=3.9",
-    # Runtime stack is pinned in requirements.txt; Detectron2 comes from tools/install_detectron2.py
+    # Runtime stack is pinned in requirements.txt; Detectron2 comes from dev/install_detectron2.py
     # (or an existing build: the v0.6 sdist or a compiled v0.6 / main), so it is deliberately not
     # listed here. Supported torch: 2.11-2.14 (tested with 2.14.1 on CPU; the lent GPU machines run
     # 2.11); nothing uses a torch-2.14-only API. torchvision: the releases that match those torches.

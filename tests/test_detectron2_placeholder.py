@@ -1,4 +1,4 @@
-"""The detectron2._C placeholder installed by tools/install_detectron2.py."""
+"""The detectron2._C placeholder installed by dev/install_detectron2.py."""
 import pytest
 import torch
 

@@ -3,7 +3,7 @@ Shared set-up of the CUDA tests (marker ``cuda``; every module skips itself with
 
 - ``cuda_report``: records a measurement (teacher time, peak memory, ...) of a test: printed, attached
   to the JUnit XML as a property, and written at the end of the session to the JSON file named by
-  ``$GRIDCLIP_GPU_REPORT`` (tools/gpu_check/run.py points it into ``$OUT``).
+  ``$GRIDCLIP_GPU_REPORT`` (dev/gpu_check/run.py points it into ``$OUT``).
 - ``repeat_dataset``: two generated 800×1333 training images with boxes of three classes, registered
   in Detectron2's catalog: with batch 2 and no augmentation every training batch is the same two
   images, so a few steps must lower the loss.

@@ -16,7 +16,7 @@ import torch
 pytestmark = [
     pytest.mark.cuda,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none here); "
-                       "tools/gpu_check/run.py runs it on the lent GPU"),
+                       "dev/gpu_check/run.py runs it on the lent GPU"),
 ]
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

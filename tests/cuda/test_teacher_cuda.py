@@ -12,7 +12,7 @@ import torch
 pytestmark = [
     pytest.mark.cuda,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none here); "
-                       "tools/gpu_check/run.py runs it on the lent GPU"),
+                       "dev/gpu_check/run.py runs it on the lent GPU"),
 ]
 
 TEACHER = "ViT-B-32-quickgelu"  # the paper's teacher, random weights (no download)

@@ -1,5 +1,5 @@
 """
-The GPU check kit (tools/gpu_check/) on this CPU machine, no network:
+The GPU check kit (dev/gpu_check/) on this CPU machine, no network:
 
 - ``run.py --dry-run`` once for the module: inside a simulated bare GPU machine (this interpreter's
   packages minus the carried ones, Detectron2 and gridclip) it installs every carried distribution
@@ -24,7 +24,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-KIT = os.path.join(REPO, "tools", "gpu_check")
+KIT = os.path.join(REPO, "dev", "gpu_check")
 SDIST_CACHE = os.path.join(REPO, ".venv", "cache", "pb1-detectron2-0.6.tar.gz")
 
 

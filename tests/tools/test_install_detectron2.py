@@ -1,4 +1,4 @@
-"""tools/install_detectron2.py: hash-pinned v0.6 sdist install, hash-pinned source build, and which Detectron2 it reports."""
+"""dev/install_detectron2.py: hash-pinned v0.6 sdist install, hash-pinned source build, and which Detectron2 it reports."""
 import hashlib
 import importlib.util
 import io
@@ -9,7 +9,7 @@ import tarfile
 
 import pytest
 
-TOOL = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "install_detectron2.py")
+TOOL = os.path.join(os.path.dirname(__file__), "..", "..", "dev", "install_detectron2.py")
 
 
 def _load_tool():

@@ -1,7 +1,7 @@
 """
 Placeholder for Detectron2's compiled extension ``detectron2._C``.
 
-Installed as ``detectron2/_C.py`` by GridCLIP's ``tools/install_detectron2.py``, which installs the
+Installed as ``detectron2/_C.py`` by GridCLIP's ``dev/install_detectron2.py``, which installs the
 Python code of Detectron2 v0.6 without its C++/CUDA ops. GridCLIP does not use those ops; anything
 that does (rotated boxes, deformable convolution, Detectron2's fast COCO evaluator) gets a clear
 error instead of an obscure ``ImportError`` deep inside Detectron2.

@@ -4,11 +4,11 @@ The GPU check kit's run script: ONE call on the lent GPU machine validates every
 
 On the GPU machine (its own Python 3.12 + torch, no network), from the repository root:
 
-    python3 tools/gpu_check/run.py                 # results into $OUT (the device tool returns them)
+    python3 dev/gpu_check/run.py                 # results into $OUT (the device tool returns them)
 
 On a CPU development machine, after ``make setup`` (no network, CUDA tests skipped):
 
-    .venv/bin/python tools/gpu_check/run.py --dry-run --out /tmp/gpu_check_out
+    .venv/bin/python dev/gpu_check/run.py --dry-run --out /tmp/gpu_check_out
 
 Steps (each timed, logged, and recorded in ``summary.json``):
 
@@ -16,12 +16,12 @@ Steps (each timed, logged, and recorded in ``summary.json``):
    machine has is never shadowed) and that ``manifest.MACHINE_MODULES`` are there;
 2. install the missing ones from the wheel folder (``prepare.py``) into a temporary site folder
    (``pip install --no-index --no-deps --target``), then Detectron2 v0.6's Python package from the
-   hash-checked sdist with the ``_C`` placeholder (tools/install_detectron2.py's staging) unless the
+   hash-checked sdist with the ``_C`` placeholder (dev/install_detectron2.py's staging) unless the
    machine has a Detectron2; gridclip is imported from the working tree (PYTHONPATH);
 3. smoke: import the stack and Detectron2's model zoo; CUDA, GPU name, ``gridclip.compat``'s report;
 4. ``pytest -m cuda`` (JUnit XML; the tests write their measurements to ``cuda_report.json``);
 5. ``tools/benchmark.py`` on CUDA: GridCLIP-R50 vs Detectron2's FCOS-R50, 800×1333, fp32 and AMP
-   (JSON + markdown), checked against the speed targets of the GPU-readiness issue.
+   (JSON + markdown), checked against the speed targets in ``TARGETS``.
 
 ``$OUT`` then holds at most 6 files: gpu_check.log, summary.json, junit.xml, cuda_report.json,
 benchmark.json, benchmark.md. The whole run keeps within ``--budget`` seconds (default 480): the
@@ -49,14 +49,14 @@ import xml.etree.ElementTree as ET
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.dirname(HERE))  # tools/: install_detectron2
+sys.path.insert(0, os.path.dirname(HERE))  # dev/: install_detectron2 (the sdist hash, its staging)
 import install_detectron2  # noqa: E402
 import manifest  # noqa: E402
 
 REPO = manifest.REPO_ROOT
 SIMULATED_ENV = "GRIDCLIP_GPU_CHECK_SIMULATED"
 REPORT_ENV = "GRIDCLIP_GPU_REPORT"
-#: the speed targets of the GPU-readiness issue (AMP, GridCLIP-R50, 800×1333, batch 2 per GPU)
+#: the project's GPU speed targets (AMP, GridCLIP-R50, 800×1333, batch 2 per GPU)
 TARGETS = (
     ("inference FPS, AMP, batch 1", ("amp", "inference", "fps"), ">=", 40.0),
     ("training images/s per GPU, AMP, teacher hook on", ("amp", "train", "images_per_s"), ">=", 25.0),
@@ -173,7 +173,7 @@ def check_wheel_folder(wheels):
     if not os.path.isfile(path):
         raise KitError(
             f"{path} not found: prepare the wheel folder on a development machine first "
-            "(python tools/gpu_check/prepare.py) and name it in the device call's carry."
+            "(python dev/gpu_check/prepare.py) and name it in the device call's carry."
         )
     with open(path) as f:
         data = json.load(f)
@@ -191,7 +191,7 @@ def find_wheel(wheels, item, version):
     exact = [f for f in candidates if manifest.wheel_distribution(f)[1] == version]
     chosen = exact or candidates
     if not chosen:
-        raise KitError(f"no wheel of {item.name} in {wheels}: run tools/gpu_check/prepare.py again")
+        raise KitError(f"no wheel of {item.name} in {wheels}: run dev/gpu_check/prepare.py again")
     if len(chosen) > 1:
         raise KitError(f"several wheels of {item.name} in {wheels} ({chosen}): keep one (prepare.py empties the folder)")
     return os.path.join(wheels, chosen[0])
@@ -211,7 +211,7 @@ def stage_detectron2(wheels, stage_dir):
     sdist = os.path.join(wheels, install_detectron2.SDIST_FILENAME)
     if not os.path.isfile(sdist):
         raise KitError(f"{sdist} not found: the machine has no Detectron2 and the wheel folder has no sdist "
-                       "(run tools/gpu_check/prepare.py)")
+                       "(run dev/gpu_check/prepare.py)")
     install_detectron2.verify_sha256(sdist)  # HashMismatchError: refuse anything but the audited file
     return install_detectron2.stage_package(sdist, stage_dir)
 

@@ -2,14 +2,14 @@
 """
 Prepare the GPU check kit's wheel folder on a development machine (needs the package registry).
 
-    python tools/gpu_check/prepare.py                     # Python 3.12 x86-64 wheels -> tools/gpu_check/wheels/
-    python tools/gpu_check/prepare.py --from-installed --dest DIR   # offline: repack this interpreter's copies
+    python dev/gpu_check/prepare.py                     # Python 3.12 x86-64 wheels -> dev/gpu_check/wheels/
+    python dev/gpu_check/prepare.py --from-installed --dest DIR   # offline: repack this interpreter's copies
 
 Default mode downloads, for the GPU machine's Python 3.12 on manylinux x86-64, every distribution of
 ``manifest.CARRIED`` at its pinned version (``pip download --only-binary=:all: --no-deps``), builds
 the pure-Python wheels of the two that ship as sdists only (fvcore, antlr4-python3-runtime), and
 downloads the pb1-detectron2 0.6 sdist, refused unless its sha256 is the audited one
-(tools/install_detectron2.py). It writes ``manifest.json`` (target interpreter, files, sizes,
+(dev/install_detectron2.py). It writes ``manifest.json`` (target interpreter, files, sizes,
 sha256s) and fails if the folder exceeds ``WHEELS_BUDGET_MB``; it prints what one device call would
 carry in all (tracked + untracked-not-ignored files + this folder; the limit is 64 MiB).
 
@@ -33,7 +33,7 @@ import zipfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.dirname(HERE))  # tools/: install_detectron2
+sys.path.insert(0, os.path.dirname(HERE))  # dev/: install_detectron2 (the sdist hash, its staging)
 import install_detectron2  # noqa: E402
 import manifest  # noqa: E402
 
@@ -78,14 +78,6 @@ def travel_size(repo=manifest.REPO_ROOT, carry=()):
         if os.path.isfile(path) and not os.path.islink(path):
             total += os.path.getsize(path)
     return total + sum(folder_size(os.path.join(repo, c)) for c in carry)
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _pip(args, **kwargs):
@@ -209,7 +201,7 @@ def write_manifest(dest, mode, python_version, platforms, sdist):
         path = os.path.join(dest, name)
         if name == manifest.WHEELS_MANIFEST or not os.path.isfile(path):
             continue
-        files.append({"file": name, "bytes": os.path.getsize(path), "sha256": _sha256(path)})
+        files.append({"file": name, "bytes": os.path.getsize(path), "sha256": install_detectron2.sha256_file(path)})
     data = {
         "mode": mode,
         "python": python_version,

@@ -3,7 +3,7 @@ What the GPU check kit carries to the lent GPU machine, and what it expects to f
 
 The GPU machine (device tool, kind nvidia-h200) runs Python 3.12 with its own torch 2.11 +
 torchvision 0.26 and has no network. It lacks Detectron2, open_clip, fvcore, iopath, yacs,
-termcolor, lvis, pycocotools, omegaconf, hydra-core and antlr4 (see /work/.library/device/KINDS.md).
+termcolor, lvis, pycocotools, omegaconf, hydra-core and antlr4.
 :data:`CARRIED` lists every distribution GridCLIP needs beyond torch/torchvision and the machine's
 large scientific stack (cv2, matplotlib, ...: :data:`MACHINE_MODULES`), each with the module whose
 absence makes the run install it. A distribution the machine already has (tqdm, PyYAML, regex,
@@ -29,7 +29,7 @@ TARGET_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux
 DEVICE_CARRY_LIMIT_MB = 64
 WHEELS_BUDGET_MB = 16
 #: default location of the downloaded wheels (ignored by git; named in the device call's ``carry``)
-DEFAULT_WHEELS_DIR = os.path.join(REPO_ROOT, "tools", "gpu_check", "wheels")
+DEFAULT_WHEELS_DIR = os.path.join(REPO_ROOT, "dev", "gpu_check", "wheels")
 #: the file prepare.py writes beside the wheels: target python/platform, files, sizes, sha256s
 WHEELS_MANIFEST = "manifest.json"
 
@@ -98,7 +98,7 @@ def pinned_versions(path=REQUIREMENTS):
     for item in CARRIED:
         version = pins.get(item.normalized, item.version)
         if version is None:
-            raise ValueError(f"{item.name}: no version pinned in requirements.txt nor in tools/gpu_check/manifest.py")
+            raise ValueError(f"{item.name}: no version pinned in requirements.txt nor in dev/gpu_check/manifest.py")
         out.append((item, version))
     return out
 
