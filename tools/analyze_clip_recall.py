@@ -14,11 +14,10 @@ Examples (real LVIS v1 val; the paper compares RN50, RN101, RN50x64 and ViT-B/32
         --clip-model RN50x64-quickgelu --pretrained openai --output out/clip_recall
 
     # any LVIS-format json + image folder, tiny random CLIP (no download)
-    python tools/analyze_clip_recall.py --json datasets/synthetic_lvis/annotations/lvis_v1_val.json \\
-        --image-root datasets/synthetic_lvis/images --clip-model GridCLIP-Tiny-ViT --pretrained "" --output out/recall
+    python tools/analyze_clip_recall.py --json datasets/world/annotations/lvis_v1_val.json \\
+        --image-root datasets/world/images --clip-model GridCLIP-Tiny-ViT --pretrained "" --output out/recall
 """
 import argparse
-import json
 import os
 import re
 import sys
@@ -28,6 +27,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.utils.logger import setup_logger
 from gridclip.evaluation.plots import plot_clip_recall
 from gridclip.evaluation.recall_analysis import DEFAULT_KS, analyze_clip_recall
+from gridclip.file_io import atomic_write_json
 
 
 def get_parser():
@@ -94,8 +94,7 @@ def main(argv=None):
             print(f"error: {e}", file=sys.stderr)
             return 1
         path = os.path.join(args.output, f"clip_recall_{re.sub(r'[^A-Za-z0-9_.-]+', '_', label or model_name)}.json")
-        with open(path, "w") as f:
-            json.dump(result, f, indent=1)
+        atomic_write_json(path, result, indent=1)
         print(f"{model_name}: " + ", ".join(
             f"{key} {100 * value:.1f}%" for key, value in result["mean_recall"].items() if value is not None
         ) + f" ({result['num_images_with_categories']} images) -> {path}")
