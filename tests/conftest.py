@@ -45,8 +45,7 @@ def embeddings_cache(tmp_path, monkeypatch):
     return path
 
 
-from gridclip.data.datasets import register_synthetic_lvis  # noqa: E402
-from gridclip.data.world import generate_synthetic_lvis  # noqa: E402
+from gridclip.world import generate_world_dataset, register_world_datasets  # noqa: E402
 
 #: small enough to generate in about a second, large enough for all three LVIS frequency groups
 SMALL_SYNTHETIC_LVIS_KWARGS = dict(
@@ -64,14 +63,14 @@ class SyntheticLVIS:
     num_base_categories: int
     class_names: list
     frequencies: list  # "r"/"c"/"f" per category
-    paths: dict  # generate_synthetic_lvis's return value (train_json, val_json, image_root, ...)
+    paths: dict  # generate_world_dataset's return value (train_json, val_json, image_root, ...)
 
 
 def make_synthetic_lvis(root, prefix=None, **kwargs):
     """Generate the small dataset under ``root`` and register it; returns a :class:`SyntheticLVIS`."""
     prefix = prefix or f"pytest_{uuid.uuid4().hex[:8]}_synthetic_lvis"
-    paths = generate_synthetic_lvis(os.fspath(root), **dict(SMALL_SYNTHETIC_LVIS_KWARGS, **kwargs))
-    names = register_synthetic_lvis(paths["root"], prefix=prefix)
+    paths = generate_world_dataset(os.fspath(root), **dict(SMALL_SYNTHETIC_LVIS_KWARGS, **kwargs))
+    names = register_world_datasets(paths["root"], prefix=prefix)
     return SyntheticLVIS(
         root=paths["root"],
         train=names["train"],

@@ -1,9 +1,9 @@
 """
-The embedded default (tools/run_embedded_default.py, what `make demo` runs) end to end on CPU with a
-small CLIP pretraining and a shorter schedule than `make demo`: dataset generated when missing,
-mini-CLIPs pretrained and cached, the pretrained and the random-init runs trained and evaluated,
-the paper-style table and the side-by-side table printed, visualisations and summary.json written,
-and the random-init run read from its cache the second time.
+The embedded default (tools/run_embedded_default.py, i.e. gridclip.world.embedded_default; what
+`make demo` runs) end to end on CPU with a small CLIP pretraining and a shorter schedule than
+`make demo`: dataset generated when missing, mini-CLIPs pretrained and cached, the pretrained and the
+random-init runs trained and evaluated, the paper-style table and the side-by-side table printed,
+visualisations and summary.json written, and the random-init run read from its cache the second time.
 
 Floors: chance on the generated val split is AP 0.00 (the untrained model, also with 300 boxes per
 image). The AP floor (> 1 for the pretrained run, whose CLIPs get only 60 pretraining steps here) is far
@@ -36,10 +36,10 @@ def test_embedded_default_pretrains_trains_both_evaluates_visualises_and_caches(
     assert proc.returncode == 0, output[-6000:]
 
     # The dataset was generated where $DETECTRON2_DATASETS points; the CLIPs cached under $GRIDCLIP_CACHE.
-    assert (tmp_path / "datasets" / "synthetic_lvis" / "annotations" / "lvis_v1_val.json").is_file()
+    assert (tmp_path / "datasets" / "world" / "annotations" / "lvis_v1_val.json").is_file()
     assert len(list((tmp_path / "cache" / "world_clip").glob("*.safetensors"))) == 2
 
-    # The paper-style table is printed (stdout) with every column the issue asks for.
+    # The paper-style table is printed (stdout) with every column of the paper's LVIS tables.
     header = next(line for line in proc.stdout.splitlines() if line.startswith("| |"))
     for column in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AP_r", "AP_c", "AP_f"):
         assert re.search(rf"\|\s*{column}\s*\|", header), (column, header)
@@ -52,7 +52,7 @@ def test_embedded_default_pretrains_trains_both_evaluates_visualises_and_caches(
     assert set(summary["zero_shot_top1"]) == {"backbone_clip", "teacher_clip"}
     assert all(0 < v <= 1 for v in summary["zero_shot_top1"].values()), summary["zero_shot_top1"]
     assert {"data", "pretrain_clip", "train_pretrained", "train_random_init", "visualise"} <= set(summary["timings_s"])
-    assert (output_dir / "pretrained" / "inference" / "synthetic_lvis_v1_val" / "paper_table.md").is_file()
+    assert (output_dir / "pretrained" / "inference" / "world_v1_val" / "paper_table.md").is_file()
 
     # Visualisations: ground truth | detections, side by side (images with novel categories first).
     vis = sorted((output_dir / "vis").glob("*.png"))
@@ -96,20 +96,18 @@ def test_bad_thread_count_is_one_line_before_any_work(tmp_path):
 def test_random_init_cache_is_keyed_by_the_clip_architectures(tmp_path, monkeypatch):
     # The random-init run's cached result must not survive an edit of a registered CLIP config (the
     # world CLIPs' text context went 48 -> 40): cfg.dump() only names the model.
-    import importlib.util
-
     import open_clip.factory
 
-    spec = importlib.util.spec_from_file_location("gridclip_tools_run_embedded_default", RUNNER)
-    runner = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(runner)
+    from gridclip.world import embedded_default as runner
+    from gridclip.world.pretraining import BACKBONE_CLIP, TEACHER_CLIP
+
     data_json = tmp_path / "train.json"
     data_json.write_text(json.dumps({"info": {"generator": {"seed": 0}}}))
     config = os.path.join(REPO, "configs", "GridCLIP-Tiny-Synthetic.yaml")
     base = runner.random_init_cache_path(config, [], str(data_json))
     assert runner.random_init_cache_path(config, [], str(data_json)) == base
     assert runner.random_init_cache_path(config, ["SOLVER.MAX_ITER", "7"], str(data_json)) != base
-    for name in (runner.BACKBONE_CLIP, runner.TEACHER_CLIP):
+    for name in (BACKBONE_CLIP, TEACHER_CLIP):
         edited = open_clip.get_model_config(name)
         edited["text_cfg"]["context_length"] -= 8
         with monkeypatch.context() as patch:

@@ -32,10 +32,10 @@ def train_tiny_checkpoint(workdir):
     Train the tiny config for a few iterations on the generated dataset (its default size, as
     tools/train_net.py generates it) under ``workdir/datasets``; returns (weights, env, dataset root).
     """
-    from gridclip.data.world import ensure_synthetic_lvis
+    from gridclip.world import ensure_world_dataset
 
-    root = str(workdir / "datasets" / "synthetic_lvis")
-    ensure_synthetic_lvis(root)
+    root = str(workdir / "datasets" / "world")
+    ensure_world_dataset(root)
     env = dict(os.environ, DETECTRON2_DATASETS=str(workdir / "datasets"), GRIDCLIP_CACHE=str(workdir / "cache"))
     output_dir = workdir / "output"
     cmd = [sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--config-file", TINY_CONFIG,
@@ -51,11 +51,11 @@ def train_tiny_checkpoint(workdir):
 def dataset(tmp_path_factory):
     """(weights, registered dataset names, class names) of one tiny training run."""
     from detectron2.data import MetadataCatalog
-    from gridclip.data.datasets import register_synthetic_lvis
+    from gridclip.world import register_world_datasets
 
     workdir = tmp_path_factory.mktemp("predictor")
     weights, _, root = train_tiny_checkpoint(workdir)
-    names = register_synthetic_lvis(root, prefix=f"pytest_{uuid.uuid4().hex[:8]}_predictor")
+    names = register_world_datasets(root, prefix=f"pytest_{uuid.uuid4().hex[:8]}_predictor")
     return weights, names, list(MetadataCatalog.get(names["val"]).thing_classes), workdir
 
 

@@ -23,8 +23,8 @@ import time
 
 import gridclip  # noqa: F401  (first: compat fixes; registers the world's CLIP configs)
 import torch
-from gridclip.data.world.captions import DEFAULT_CORPUS_ARGS
-from gridclip.data.world.pretraining import BACKBONE_CLIP, DEFAULT_TRAIN_ARGS, TEACHER_CLIP, ensure_world_clips
+from gridclip.world.captions import DEFAULT_CORPUS_ARGS
+from gridclip.world.pretraining import BACKBONE_CLIP, DEFAULT_TRAIN_ARGS, TEACHER_CLIP, ensure_world_clips
 
 
 def get_parser():

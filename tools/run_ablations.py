@@ -1,90 +1,23 @@
 #!/usr/bin/env python
 """
-The paper's ablations (Table 4's CLIP rows, Table 5) in the generated vision-language world, with the
-world's pretrained mini-CLIPs, several seeds per row; mean ± std per metric beside the paper's numbers
-and Fig. 3 (AP over categories sorted by training frequency) per table.
+The paper's ablations (Table 4's CLIP rows, Table 5) in the generated world, with the world's
+pretrained mini-CLIPs, several seeds per row; mean ± std per metric beside the paper's numbers and
+Fig. 3 per table. Rows, protocols and outputs: :mod:`gridclip.world.ablations`.
 
     python tools/run_ablations.py                                  # the 7 paper rows, seeds 0 1 2 -> output/world_ablations
     python tools/run_ablations.py --rows T5-grid-align T5-both --seeds 0 --output-dir out/abl
     python tools/run_ablations.py --rows T5-both --opts SOLVER.MAX_ITER 300 SOLVER.STEPS "(240,)"
     python tools/run_ablations.py --list
 
-Every training run is configs/world/GridCLIP-World-Pretrained.yaml plus its switches, trained on the base
-classes (rare annotations removed) without multi-scale or crop, as the paper's ablations. A table row
-is one run read under one protocol:
-
-- Table 4, closed set: ``synthetic_lvis_v1_val_base`` (val, base classes): ``T4-wo-align`` (plain FCOS
-  classifier, no image head), ``T4-R50star-wo-align`` (no attention pool), ``T4-grid-align``,
-  ``T4-image-align``, ``T4-both`` (GridCLIP);
-- Table 5, open set: ``synthetic_lvis_v1_val`` with all classes: ``T5-grid-align``, ``T5-both`` — the
-  same two trainings as T4-grid-align / T4-both ("two models from Table 4", paper §4.3), each
-  evaluated once per protocol. So the 7 rows are 5 trainings per seed.
-- opt-in (``--rows``), when the config has MODEL.GRIDCLIP.TEACHER.INPUT: ``T5-both-letterbox`` /
-  ``T5-both-center-crop`` on a world of 4:3 images, where CLIP's centre crop drops part of each image
-  (on the default square images both views are identical).
-
-Each training run is a separate process (``--single-run``; ``--jobs`` at a time, one per core by
-default, each with cores / jobs torch threads) writing ``<output>/<run>/seed<k>/metrics.json`` (the
-metrics of each test set); a run/seed whose metrics exist is not rerun. Writes
-``<output>/ablations.md`` / ``ablations.json`` and ``<output>/fig3_<table>.png``.
+Writes ``<output>/<run>/seed<k>/metrics.json`` per training run (a run/seed whose metrics exist is not
+rerun), ``<output>/ablations.md`` / ``ablations.json`` and ``<output>/fig3_<table>.png``.
 """
 import argparse
-import json
 import os
-import subprocess
 import sys
-import time
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE_CONFIG = os.path.join(REPO_ROOT, "configs", "world", "GridCLIP-World-Pretrained.yaml")
-METRICS = ("AP", "APr", "APc", "APf")
-_OFF = ["MODEL.GRIDCLIP.GRID_ALIGN", "False", "MODEL.GRIDCLIP.IMAGE_ALIGN", "False"]
-#: the two test protocols: closed set = val with the base classes; open set = val with all classes
-CLOSED, OPEN = "val_base", "val"
-
-#: training run -> (options over BASE_CONFIG, test sets it is evaluated on, world). Every run trains on
-#: the base classes (rare annotations removed). Only grid-aligned models can name novel classes, so only
-#: they are also evaluated open-set: Table 5 compares "two models from Table 4" (paper §4.3).
-RUNS = {
-    "wo-align": (_OFF, (CLOSED,), "square"),
-    "R50star-wo-align": (_OFF + ["MODEL.CLIP.USE_MHSA", "False"], (CLOSED,), "square"),
-    "grid-align": (["MODEL.GRIDCLIP.IMAGE_ALIGN", "False"], (CLOSED, OPEN), "square"),
-    "image-align": (["MODEL.GRIDCLIP.GRID_ALIGN", "False"], (CLOSED,), "square"),
-    "both": ([], (CLOSED, OPEN), "square"),
-    "both-center-crop-wide": (["MODEL.GRIDCLIP.TEACHER.INPUT", "center_crop"], (OPEN,), "wide"),
-    "both-letterbox-wide": (["MODEL.GRIDCLIP.TEACHER.INPUT", "letterbox"], (OPEN,), "wide"),
-}
-#: table row -> (table, training run, test set, the paper's numbers {metric: value})
-ROWS = {
-    "T4-wo-align": ("T4", "wo-align", CLOSED, {"APc": 19.4, "APf": 29.7, "AP": 20.1}),
-    "T4-R50star-wo-align": ("T4", "R50star-wo-align", CLOSED, {"APc": 20.2, "APf": 30.3, "AP": 20.7}),
-    "T4-grid-align": ("T4", "grid-align", CLOSED, {"APc": 21.7, "APf": 30.0, "AP": 21.2}),
-    "T4-image-align": ("T4", "image-align", CLOSED, {"APc": 19.4, "APf": 30.1, "AP": 20.2}),
-    "T4-both": ("T4", "both", CLOSED, {"APc": 21.2, "APf": 30.0, "AP": 21.0}),
-    "T5-grid-align": ("T5", "grid-align", OPEN, {"APr": 10.1, "APc": 21.0, "APf": 29.6, "AP": 22.5}),
-    "T5-both": ("T5", "both", OPEN, {"APr": 12.7, "APc": 20.6, "APf": 29.7, "AP": 22.8}),
-}
-#: not in the paper (the fidelity question of CLIP's centre crop): opt-in with --rows
-TEACHER_INPUT_ROWS = {
-    "T5-both-center-crop": ("teacher-input", "both-center-crop-wide", OPEN, {}),
-    "T5-both-letterbox": ("teacher-input", "both-letterbox-wide", OPEN, {}),
-}
-#: the 4:3 world of the teacher-input rows (height, width)
-WIDE_IMAGE_SIZE = (96, 128)
-
-
-def _has_teacher_input_key():
-    import gridclip
-
-    return hasattr(gridclip.get_gridclip_cfg().MODEL.GRIDCLIP.TEACHER, "INPUT")
-
-
-def all_rows():
-    """Every known row: the paper's (run by default) and, where the config has the key, teacher-input."""
-    rows = dict(ROWS)
-    if _has_teacher_input_key():
-        rows.update(TEACHER_INPUT_ROWS)
-    return rows
 
 
 def get_parser():
@@ -96,221 +29,23 @@ def get_parser():
     parser.add_argument("--jobs", type=int, default=0,
                         help="training runs in parallel, each with cores / jobs torch threads (0 = one per core)")
     parser.add_argument("--list", action="store_true", help="list the rows and exit")
-    parser.add_argument("--single-run", nargs=2, metavar=("RUN", "SEED"), help=argparse.SUPPRESS)
     parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="config overrides for every run")
     return parser
 
 
-def _world_setup(world, need_teacher=True):
-    """Generate/register the world's detection data and pretrain/load the mini-CLIPs; returns (names, weight options)."""
-    import gridclip  # noqa: F401
-    from gridclip.data.datasets import dataset_root, register_synthetic_lvis
-    from gridclip.data.world import DEFAULT_GENERATOR_ARGS, ensure_synthetic_lvis
-    from gridclip.data.world.pretraining import BACKBONE_CLIP, TEACHER_CLIP, ensure_world_clips
-
-    prefix = "synthetic_lvis_wide" if world == "wide" else "synthetic_lvis"
-    generator_args = dict(DEFAULT_GENERATOR_ARGS, image_size=WIDE_IMAGE_SIZE) if world == "wide" else DEFAULT_GENERATOR_ARGS
-    root = os.path.join(dataset_root(), prefix)
-    ensure_synthetic_lvis(root, **generator_args)
-    names = register_synthetic_lvis(root, prefix=prefix)
-    models = (BACKBONE_CLIP, TEACHER_CLIP) if need_teacher else (BACKBONE_CLIP,)
-    clips = ensure_world_clips(models, progress=False, parallel=True)
-    opts = ["MODEL.CLIP.PRETRAINED", clips[BACKBONE_CLIP]["path"]]
-    if need_teacher:
-        opts += ["MODEL.GRIDCLIP.TEACHER.PRETRAINED", clips[TEACHER_CLIP]["path"]]
-    return names, opts
-
-
-def _run_dir(args, run, seed):
-    return os.path.join(args.output_dir, run, f"seed{seed}")
-
-
-def single_run(args, run, seed):
-    """Train one run with one seed in this process, evaluate it on each of its test sets; writes metrics.json."""
-    import gridclip  # noqa: F401
-
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import run_embedded_default as embedded
-
-    run_opts, test_sets, world = RUNS[run]
-    all_opts = list(run_opts) + list(args.opts)
-    image_align = "True"
-    for i in range(len(all_opts) - 1):
-        if all_opts[i] == "MODEL.GRIDCLIP.IMAGE_ALIGN":
-            image_align = all_opts[i + 1]
-    names, weight_opts = _world_setup(world, need_teacher=image_align != "False")
-    out = _run_dir(args, run, seed)
-    datasets = {key: names[key] for key in test_sets}
-    opts = list(weight_opts) + list(run_opts) + ["DATASETS.TRAIN", f"('{names['train_base']}',)",
-                                                 "DATASETS.TEST", repr(tuple(datasets.values()))]
-    if world == "wide":
-        h, w = WIDE_IMAGE_SIZE
-        opts += ["INPUT.MIN_SIZE_TRAIN", f"({h},)", "INPUT.MAX_SIZE_TRAIN", str(w),
-                 "INPUT.MIN_SIZE_TEST", str(h), "INPUT.MAX_SIZE_TEST", str(w)]
-    opts += list(args.opts) + ["SEED", str(seed), "OUTPUT_DIR", out]
-    start = time.perf_counter()
-    cfg, results = embedded.train_and_evaluate_all(args.config_file, opts)
-    seconds = round(time.perf_counter() - start, 1)
-    record = {"run": run, "seed": seed, "opts": opts, "train_eval_seconds": seconds, "metrics": {}, "per_category_ap": {}}
-    for key, dataset_name in datasets.items():
-        record["metrics"][key] = {k: float(v) for k, v in results[dataset_name].items() if isinstance(v, (int, float))}
-        record["per_category_ap"][key] = os.path.join(out, "inference", dataset_name, "per_category_ap.json")
-    tmp = os.path.join(out, "metrics.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=1)
-    os.replace(tmp, os.path.join(out, "metrics.json"))  # last: a run with metrics.json is complete
-    return 0
-
-
-def _launch(args, run, seed, threads):
-    out = _run_dir(args, run, seed)
-    os.makedirs(out, exist_ok=True)
-    cmd = [sys.executable, os.path.abspath(__file__), "--single-run", run, str(seed), "--output-dir", args.output_dir,
-           "--config-file", args.config_file, "--opts", *args.opts]
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    log = open(os.path.join(out, "run.log"), "w")
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log
-
-
-def _read_run(args, run, seed):
-    """The metrics.json record of a finished (run, seed), or None."""
-    path = os.path.join(_run_dir(args, run, seed), "metrics.json")
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
-def _row_result(args, row, seed):
-    """(metrics, per-category AP path) of a table row for one seed, or None when its run has not finished."""
-    _, run, test_set, _ = all_rows()[row]
-    record = _read_run(args, run, seed)
-    if record is None or test_set not in record["metrics"]:
-        return None
-    return record["metrics"][test_set], record["per_category_ap"][test_set]
-
-
-def summarize(args, rows, seeds):
-    """Mean ± std per row and metric; markdown table + JSON; Fig. 3 per table."""
-    import numpy as np
-
-    summary, lines = {}, []
-    lines.append("| table | row | seeds | " + " | ".join(f"{m} (world)" for m in METRICS) + " | paper |")
-    lines.append("|---|---|---:|" + "---:|" * len(METRICS) + "---|")
-    defs = all_rows()
-    for row in rows:
-        found = [(s, r) for s, r in ((s, _row_result(args, row, s)) for s in seeds) if r]
-        if not found:
-            continue
-        table, run, test_set, paper = defs[row]
-        entry = {"table": table, "run": run, "test_set": test_set, "seeds": [s for s, _ in found], "paper": paper}
-        cells = []
-        for m in METRICS:
-            values = [metrics[m] for _, (metrics, _) in found if m in metrics and metrics[m] >= 0]
-            if values:
-                entry[m] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "values": values}
-                cells.append(f"{np.mean(values):.1f} ± {np.std(values):.1f}")
-            else:
-                cells.append("-")
-        paper_cell = ", ".join(f"{k} {v}" for k, v in paper.items()) or "-"
-        lines.append(f"| {table} | {row} | {len(found)} | " + " | ".join(cells) + f" | {paper_cell} |")
-        summary[row] = entry
-    os.makedirs(args.output_dir, exist_ok=True)
-    with open(os.path.join(args.output_dir, "ablations.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    markdown = "\n".join(lines)
-    with open(os.path.join(args.output_dir, "ablations.md"), "w") as f:
-        f.write(markdown + "\n")
-    figures = _plot_fig3(args, rows, seeds)
-    return markdown, figures
-
-
-def _plot_fig3(args, rows, seeds):
-    """Fig. 3 per table: AP over categories sorted by training frequency, one curve per row (first seed)."""
-    from gridclip.evaluation.plots import plot_ap_by_frequency
-
-    defs, figures = all_rows(), []
-    for table in sorted({defs[r][0] for r in rows}):
-        runs, labels = [], []
-        for row in rows:
-            if defs[row][0] != table:
-                continue
-            for seed in seeds:
-                result = _row_result(args, row, seed)
-                if result and os.path.isfile(result[1]):
-                    runs.append(result[1])
-                    labels.append(f"{row} (seed {seed})")
-                    break
-        if runs:
-            path = os.path.join(args.output_dir, f"fig3_{table}.png")
-            plot_ap_by_frequency(runs, path, labels=labels, window=(-3, 3), title=f"{table} in the generated world")
-            figures.append(path)
-    return figures
-
-
 def main(argv=None):
     args = get_parser().parse_args(argv)
-    if args.single_run:
-        if args.single_run[0] not in RUNS:
-            print(f"error: unknown run {args.single_run[0]!r}; known: {list(RUNS)}", file=sys.stderr)
-            return 2
-        return single_run(args, args.single_run[0], int(args.single_run[1]))
-    defs = all_rows()
-    if args.list:
-        for name, (table, run, test_set, _) in defs.items():
-            default = "" if name in ROWS else "  (opt-in)"
-            print(f"{name:22s} {table:14s} run {run:22s} test {test_set:9s} {' '.join(RUNS[run][0]) or '(base config)'}{default}")
-        return 0
-    rows = args.rows or list(ROWS)
-    unknown = [r for r in rows if r not in defs]
-    if unknown:
-        print(f"error: unknown rows {unknown}; known: {list(defs)}", file=sys.stderr)
-        return 2
-    if args.jobs < 0:
-        print(f"error: --jobs must be 0 (one per core) or positive, got {args.jobs}", file=sys.stderr)
-        return 2
-    # Prepare data + pretrained CLIPs once, before parallel runs (no race on the caches); CLIPs missing
-    # from the cache are pretrained both at once, one torch thread each (as make demo does).
-    import torch
+    import gridclip  # noqa: F401  (first: applies the Detectron2 compatibility fixes)
+    from gridclip.world.ablations import describe_rows, run_ablations
 
-    torch.set_num_threads(1)
-    start = time.perf_counter()
-    runs = list(dict.fromkeys(defs[r][1] for r in rows))  # each training run once, in row order
-    for world in sorted({RUNS[run][2] for run in runs}):
-        _world_setup(world)
-    todo = [(run, s) for s in args.seeds for run in runs if _read_run(args, run, s) is None]
-    cores = os.cpu_count() or 1
-    jobs = args.jobs or cores
-    threads = max(1, cores // jobs)
-    print(f"[ablations] {len(todo)} training runs to do ({len(runs)} runs x {len(args.seeds)} seeds, "
-          f"{len(runs) * len(args.seeds) - len(todo)} done before); {jobs} at a time, {threads} thread(s) each", flush=True)
-    running, failed = [], []
-    while todo or running:
-        while todo and len(running) < jobs:
-            run, seed = todo.pop(0)
-            proc, log = _launch(args, run, seed, threads)
-            running.append((run, seed, proc, log))
-            print(f"[ablations] started {run} seed {seed}", flush=True)
-        time.sleep(2)
-        for item in list(running):
-            run, seed, proc, log = item
-            if proc.poll() is not None:
-                log.close()
-                running.remove(item)
-                record = _read_run(args, run, seed)
-                if proc.returncode != 0 or record is None:
-                    failed.append((run, seed))
-                    print(f"[ablations] FAILED {run} seed {seed}: see {log.name}", flush=True)
-                else:
-                    summary = "; ".join(f"{key}: " + ", ".join(f"{k} {m.get(k, -1):.1f}" for k in METRICS)
-                                        for key, m in record["metrics"].items())
-                    print(f"[ablations] {run} seed {seed}: {summary} ({record['train_eval_seconds']:.0f} s)", flush=True)
-    markdown, figures = summarize(args, rows, args.seeds)
-    print("\n" + markdown)
-    for path in figures:
-        print(f"Fig. 3: {path}")
-    print(f"Total time: {time.perf_counter() - start:.0f} s")
-    return 1 if failed else 0
+    if args.list:
+        print("\n".join(describe_rows()))
+        return 0
+    try:
+        return run_ablations(args.rows, args.seeds, args.output_dir, args.config_file, jobs=args.jobs, opts=args.opts)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

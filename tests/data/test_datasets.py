@@ -1,4 +1,4 @@
-"""Dataset registrations (issue 4 item 2, issue 7 item 1): synthetic, real-LVIS OV protocol, custom COCO."""
+"""Dataset registrations: the generated world's splits, the real-LVIS open-vocabulary protocol, custom COCO."""
 import json
 import os
 

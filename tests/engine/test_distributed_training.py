@@ -12,21 +12,21 @@ import textwrap
 import pytest
 import torch
 
-from gridclip.data.world import generate_synthetic_lvis
+from gridclip.world import generate_world_dataset
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# Registers the small generated dataset (already under $DETECTRON2_DATASETS/synthetic_lvis) in the
+# Registers the small generated dataset (already under $DETECTRON2_DATASETS/world) in the
 # launching process, so train_net does not regenerate the default-size one, then runs train_net's
 # launch (gridclip.engine.defaults) with the command-line arguments. Worker processes register it from the same files.
 DRIVER = textwrap.dedent(
     """
     import os, sys
     import gridclip
-    from gridclip.data.datasets import register_synthetic_lvis
+    from gridclip.world import register_world_datasets
 
     if __name__ == "__main__":
-        register_synthetic_lvis(os.path.join(os.environ["DETECTRON2_DATASETS"], "synthetic_lvis"))
+        register_world_datasets(os.path.join(os.environ["DETECTRON2_DATASETS"], "world"))
         from gridclip.engine.defaults import argument_parser, launch_from_args
         launch_from_args(argument_parser().parse_args(sys.argv[1:]))
     """
@@ -52,8 +52,8 @@ TINY_CONFIG = textwrap.dedent(
       FCOS:
         NUM_CONVS: 1
     DATASETS:
-      TRAIN: ("synthetic_lvis_v1_train_base",)
-      TEST: ("synthetic_lvis_v1_val",)
+      TRAIN: ("world_v1_train_base",)
+      TEST: ("world_v1_val",)
     INPUT:
       MIN_SIZE_TRAIN: (96,)
       MAX_SIZE_TRAIN: 96
@@ -101,8 +101,8 @@ def _detections(path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="exercises the CPU/gloo path of train_net --num-gpus")
 def test_two_process_cpu_training_and_evaluation_match_single_process(tmp_path):
-    generate_synthetic_lvis(
-        tmp_path / "datasets" / "synthetic_lvis", num_train_images=120, num_val_images=16,
+    generate_world_dataset(
+        tmp_path / "datasets" / "world", num_train_images=120, num_val_images=16,
         image_size=(96, 96), num_categories=8, seed=0,
     )
     (tmp_path / "driver.py").write_text(DRIVER.format(repo=REPO_ROOT))
@@ -138,8 +138,8 @@ def test_two_process_cpu_training_and_evaluation_match_single_process(tmp_path):
         "eval_1proc",
     )
 
-    inference2 = train_dir / "inference" / "synthetic_lvis_v1_val"
-    inference1 = eval_dir / "inference" / "synthetic_lvis_v1_val"
+    inference2 = train_dir / "inference" / "world_v1_val"
+    inference1 = eval_dir / "inference" / "world_v1_val"
     dets2 = _detections(inference2 / "lvis_instances_results.json")
     dets1 = _detections(inference1 / "lvis_instances_results.json")
     # The gather brought every validation image's detections to rank 0.

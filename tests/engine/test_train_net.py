@@ -31,8 +31,8 @@ TINY_OPTS = [
     "MODEL.CLIP.NORM", "BN",
     "MODEL.BACKBONE.FREEZE_AT", "0",
     "MODEL.FPN.OUT_CHANNELS", "64",
-    "DATASETS.TRAIN", "('synthetic_lvis_v1_train_base',)",
-    "DATASETS.TEST", "('synthetic_lvis_v1_val',)",
+    "DATASETS.TRAIN", "('world_v1_train_base',)",
+    "DATASETS.TEST", "('world_v1_val',)",
     "INPUT.MIN_SIZE_TRAIN", "(96,)",
     "INPUT.MAX_SIZE_TRAIN", "96",
     "INPUT.MIN_SIZE_TEST", "96",
@@ -75,10 +75,10 @@ def copypaste_metrics(output):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One short training run shared by the tests below (generates the dataset under its own root)."""
-    from gridclip.data.world import ensure_synthetic_lvis
+    from gridclip.world import ensure_world_dataset
 
     workdir = tmp_path_factory.mktemp("train_net")
-    ensure_synthetic_lvis(str(workdir / "datasets" / "synthetic_lvis"), **GENERATOR_SIZE)
+    ensure_world_dataset(str(workdir / "datasets" / "world"), **GENERATOR_SIZE)
     output_dir = workdir / "output"
     log = run_train_net(workdir, opts=["OUTPUT_DIR", str(output_dir)])
     return workdir, output_dir, log
@@ -118,12 +118,12 @@ def test_eval_only_writes_table_and_is_repeatable(trained):
     assert first == second
     assert all(v == v for v in first), f"evaluation produced NaN metrics: {first}"
     assert len(first) == 9  # AP, AP50, AP75, APs, APm, APl, APr, APc, APf
-    table_dir = eval_dir / "inference" / "synthetic_lvis_v1_val"
+    table_dir = eval_dir / "inference" / "world_v1_val"
     table = (table_dir / "paper_table.md").read_text()
     for column in ("AP_r", "AP_c", "AP_f", "AP50"):
         assert column in table
     per_category = json.loads((table_dir / "per_category_ap.json").read_text())
-    val = json.loads((workdir / "datasets" / "synthetic_lvis" / "annotations" / "lvis_v1_val.json").read_text())
+    val = json.loads((workdir / "datasets" / "world" / "annotations" / "lvis_v1_val.json").read_text())
     # Open-vocabulary protocol: evaluation scores every category, rare ones included.
     assert sorted(c["id"] for c in per_category) == sorted(c["id"] for c in val["categories"])
     assert {c["frequency"] for c in per_category} == {"r", "c", "f"}
@@ -140,12 +140,12 @@ def test_training_vocabulary_is_base_and_test_vocabulary_is_all(trained, monkeyp
     cfg = gridclip.get_gridclip_cfg(BASE_CONFIG, TINY_OPTS)
     register_generated_datasets(cfg, generate=False)
 
-    base_dicts = DatasetCatalog.get("synthetic_lvis_v1_train_base")
-    base_meta = MetadataCatalog.get("synthetic_lvis_v1_train_base")
+    base_dicts = DatasetCatalog.get("world_v1_train_base")
+    base_meta = MetadataCatalog.get("world_v1_train_base")
     assert "r" not in base_meta.class_frequencies
     base_ids = set(range(len(base_meta.thing_classes)))
     assert all(a["category_id"] in base_ids for d in base_dicts for a in d["annotations"])
-    full_meta = MetadataCatalog.get("synthetic_lvis_v1_val")
+    full_meta = MetadataCatalog.get("world_v1_val")
     rare = {n for n, f in zip(full_meta.thing_classes, full_meta.class_frequencies) if f == "r"}
     assert rare and not rare & set(base_meta.thing_classes)
 

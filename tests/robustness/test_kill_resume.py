@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from gridclip.data.world import ensure_synthetic_lvis
+from gridclip.world import ensure_world_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -43,13 +43,13 @@ def runs(tmp_path_factory, tiny_config_writer):
     root = tmp_path_factory.mktemp("kill_resume")
     env = dict(os.environ, DETECTRON2_DATASETS=str(root / "datasets"), GRIDCLIP_CACHE=str(root / "cache"),
                HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
-    train, test = "synthetic_lvis_v1_train_base", "synthetic_lvis_v1_val"
+    train, test = "world_v1_train_base", "world_v1_val"
     full_dir, killed_dir = root / "full", root / "killed"
     full_cfg = tiny_config_writer(root / "full.yaml", train, test, full_dir)
     killed_cfg = tiny_config_writer(root / "killed.yaml", train, test, killed_dir)
 
     # Generate the dataset once here (train_net would otherwise generate it in each process).
-    ensure_synthetic_lvis(os.path.join(env["DETECTRON2_DATASETS"], "synthetic_lvis"))
+    ensure_world_dataset(os.path.join(env["DETECTRON2_DATASETS"], "world"))
 
     # Both runs at once (each single-threaded): the uninterrupted reference and the one to kill.
     # Output to files: a full pipe would block a process that nobody reads yet.

@@ -30,10 +30,10 @@ def trained(tmp_path_factory):
     """(workdir, env, weights, val image paths) of a few iterations of the tiny config."""
     import json
 
-    from gridclip.data.world import ensure_synthetic_lvis
+    from gridclip.world import ensure_world_dataset
 
     workdir = tmp_path_factory.mktemp("demo")
-    paths = ensure_synthetic_lvis(str(workdir / "datasets" / "synthetic_lvis"))  # train_net's default size
+    paths = ensure_world_dataset(str(workdir / "datasets" / "world"))  # train_net's default size
     env = dict(os.environ, DETECTRON2_DATASETS=str(workdir / "datasets"), GRIDCLIP_CACHE=str(workdir / "cache"))
     output_dir = workdir / "output"
     cmd = [sys.executable, TRAIN_NET, "--config-file", TINY_CONFIG, *SIZE_OPTS,

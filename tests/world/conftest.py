@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from gridclip.data.world.pretraining import BACKBONE_CLIP, TEACHER_CLIP, ensure_world_clips
+from gridclip.world.pretraining import BACKBONE_CLIP, TEACHER_CLIP, ensure_world_clips
 
 #: caption corpus and training schedule of the test CLIPs (more multi-object images than make demo's
 #: 30 %: with its 70 % single objects the small fixture CLIP transferred less to the 96-px test world's

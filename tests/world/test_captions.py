@@ -1,9 +1,9 @@
 """The world's caption corpus: deterministic, all 192 objects, 1-4 objects per image, captions name them."""
 import numpy as np
 
-from gridclip.data.world import WORLD_OBJECTS, generate_caption_corpus, zero_shot_split
-from gridclip.data.world.attributes import TEXTURE_PHRASES
-from gridclip.data.world.captions import CAPTION_TEMPLATES
+from gridclip.world import WORLD_OBJECTS, generate_caption_corpus, zero_shot_split
+from gridclip.world.attributes import TEXTURE_PHRASES
+from gridclip.world.captions import CAPTION_TEMPLATES
 
 
 def test_corpus_is_deterministic_covers_all_objects_and_names_each_object():
@@ -31,7 +31,7 @@ def test_corpus_is_deterministic_covers_all_objects_and_names_each_object():
 
     # objects are drawn: an image's pixels hold each object's colour
     image, (colour, _, _) = corpus["images"][0], WORLD_OBJECTS[corpus["objects"][0][0]]
-    from gridclip.data.world.attributes import COLOURS
+    from gridclip.world.attributes import COLOURS
 
     assert (np.linalg.norm(image.reshape(-1, 3).astype(float) - COLOURS[colour], axis=1) < 40).sum() > 20
 
@@ -45,7 +45,7 @@ def test_zero_shot_split_is_held_out_single_objects_of_every_name():
 
 
 def test_corpus_is_the_same_rendered_by_one_or_several_processes():
-    from gridclip.data.world.captions import CORPUS_CHUNK
+    from gridclip.world.captions import CORPUS_CHUNK
 
     num_images = 2 * CORPUS_CHUNK + 7  # two full chunks and a partial one
     serial = generate_caption_corpus(num_images=num_images, seed=3, workers=1)

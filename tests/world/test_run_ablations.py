@@ -1,4 +1,4 @@
-"""tools/run_ablations.py: the rows it knows, and mean ± std beside the paper's numbers from per-run metrics."""
+"""tools/run_ablations.py / gridclip.world.ablations: the rows it knows, and mean ± std beside the paper's numbers."""
 import json
 import os
 import subprocess
@@ -19,19 +19,18 @@ def test_lists_table4_and_table5_rows():
 
 def test_table5_rows_reuse_the_table4_trainings():
     """The paper's Table 5 compares two models of Table 4: one training each, evaluated closed and open set."""
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    import run_ablations
+    from gridclip.world import ablations
 
-    rows = run_ablations.ROWS
+    rows = ablations.ROWS
     assert rows["T5-both"][1] == rows["T4-both"][1] and rows["T5-grid-align"][1] == rows["T4-grid-align"][1]
-    assert {rows[r][2] for r in rows if r.startswith("T4")} == {run_ablations.CLOSED}
-    assert {rows[r][2] for r in rows if r.startswith("T5")} == {run_ablations.OPEN}
+    assert {rows[r][2] for r in rows if r.startswith("T4")} == {ablations.CLOSED}
+    assert {rows[r][2] for r in rows if r.startswith("T5")} == {ablations.OPEN}
     trainings = {run for _, run, _, _ in rows.values()}
     assert len(trainings) == 5  # 7 rows, 5 trainings per seed
     for run in trainings:  # only grid-aligned models can name novel classes: only they are tested open-set
-        opts, test_sets, _ = run_ablations.RUNS[run]
+        opts, test_sets, _ = ablations.RUNS[run]
         grid_off = "MODEL.GRIDCLIP.GRID_ALIGN" in opts and opts[opts.index("MODEL.GRIDCLIP.GRID_ALIGN") + 1] == "False"
-        assert (run_ablations.OPEN in test_sets) == (not grid_off)
+        assert (ablations.OPEN in test_sets) == (not grid_off)
 
 
 def _write_run(root, run, seed, metrics_by_test_set):
@@ -44,16 +43,14 @@ def _write_run(root, run, seed, metrics_by_test_set):
 
 
 def test_summary_is_mean_and_std_over_seeds_beside_the_paper(tmp_path):
-    sys.path.insert(0, os.path.join(REPO, "tools"))
-    import run_ablations
+    from gridclip.world import ablations
 
     for seed, apr in ((0, 10.0), (1, 14.0)):
         _write_run(tmp_path, "both", seed, {
             "val": {"AP": 30.0 + seed, "APr": apr, "APc": 20.0, "APf": 40.0},
             "val_base": {"AP": 35.0, "APr": -1.0, "APc": 21.0 + 2 * seed, "APf": 41.0},
         })
-    args = run_ablations.get_parser().parse_args(["--output-dir", str(tmp_path)])
-    markdown, figures = run_ablations.summarize(args, ["T5-both", "T4-both", "T5-grid-align"], [0, 1, 2])
+    markdown, figures = ablations.summarize(str(tmp_path), ["T5-both", "T4-both", "T5-grid-align"], [0, 1, 2])
     open_line = next(l for l in markdown.splitlines() if "T5-both" in l)
     assert "| 2 |" in open_line and "12.0 ± 2.0" in open_line and "30.5 ± 0.5" in open_line and "APr 12.7" in open_line
     closed_line = next(l for l in markdown.splitlines() if "T4-both" in l)

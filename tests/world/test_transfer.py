@@ -23,8 +23,7 @@ import torch
 import torch.nn.functional as F
 
 import gridclip
-from gridclip.data.datasets import register_synthetic_lvis
-from gridclip.data.world import generate_synthetic_lvis
+from gridclip.world import generate_world_dataset, register_world_datasets
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PRETRAINED_CONFIG = os.path.join(REPO, "configs", "world", "GridCLIP-World-Pretrained.yaml")
@@ -39,9 +38,9 @@ SCHEDULE = ["SOLVER.MAX_ITER", "160", "SOLVER.STEPS", "(130,)", "SOLVER.WARMUP_I
 @pytest.fixture(scope="module")
 def small_world(tmp_path_factory):
     root = tmp_path_factory.mktemp("small_world")
-    paths = generate_synthetic_lvis(str(root), **SMALL_WORLD)
+    paths = generate_world_dataset(str(root), **SMALL_WORLD)
     assert paths["attribute_coverage"]
-    names = register_synthetic_lvis(paths["root"], prefix=f"pytest_{uuid.uuid4().hex[:8]}_world")
+    names = register_world_datasets(paths["root"], prefix=f"pytest_{uuid.uuid4().hex[:8]}_world")
     return paths, names
 
 
@@ -173,7 +172,7 @@ def _with_state(head, state):
 
 
 def test_image_alignment_moves_image_embedding_toward_teacher(runs, small_world, world_clips):
-    from gridclip.data.world.pretraining import TEACHER_CLIP
+    from gridclip.world.pretraining import TEACHER_CLIP
     from gridclip.modeling.teacher import CLIPImageTeacher
 
     _, names = small_world

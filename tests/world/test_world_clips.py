@@ -6,7 +6,7 @@ and the weights load through GridCLIP's ordinary local-file path.
 import torch
 
 import gridclip  # noqa: F401
-from gridclip.data.world.pretraining import BACKBONE_CLIP, TEACHER_CLIP, world_clip_path
+from gridclip.world.pretraining import BACKBONE_CLIP, TEACHER_CLIP, world_clip_path
 from gridclip.modeling.clip_loading import create_clip_model
 
 

@@ -22,9 +22,9 @@ Category ids of the subsets are contiguous in the subset's class space; the meta
 ``full_to_base_class_index`` (index among all categories -> subset index). Every LVIS-derived dataset
 has ``class_frequencies`` ("r"/"c"/"f" per class) and ``class_synonyms``.
 
-Generated data: :func:`register_synthetic_lvis`. Your own COCO-format data:
-:func:`register_custom_coco_dataset`, or declared in the config (``DATASETS.COCO_FORMAT``,
-:func:`register_config_datasets`) so that every process registers it.
+The generated world's datasets are registered by :mod:`gridclip.world.datasets`. Your own
+COCO-format data: :func:`register_custom_coco_dataset`, or declared in the config
+(``DATASETS.COCO_FORMAT``, :func:`register_config_datasets`) so that every process registers it.
 """
 import json
 import logging
@@ -39,7 +39,6 @@ __all__ = [
     "dataset_root",
     "load_lvis_json_subset",
     "register_lvis_ov_datasets",
-    "register_synthetic_lvis",
     "register_custom_coco_dataset",
     "register_config_datasets",
     "guard_builtin_datasets",
@@ -219,60 +218,6 @@ def guard_builtin_datasets():
             metadata = MetadataCatalog.get(name)
             if not hasattr(metadata, "class_frequencies"):
                 metadata.set(class_frequencies=lvis_meta["class_frequencies"], class_synonyms=lvis_meta["class_synonyms"])
-
-
-def register_synthetic_lvis(root, prefix="synthetic_lvis"):
-    """
-    Register the dataset written by :func:`gridclip.data.world.generate_synthetic_lvis` under
-    ``root``. Reads the train json's categories (to know which are rare); images are read later.
-
-    Registers ``{prefix}_v1_train`` (all classes), ``{prefix}_v1_train_base`` (rare annotations
-    removed; thing_classes = the base classes, ids contiguous in base space), ``{prefix}_v1_val``
-    (all classes; evaluator_type "lvis") and ``{prefix}_v1_val_base`` (val, base classes: the closed-set
-    protocol). Re-registering replaces earlier registrations.
-
-    Returns:
-        dict: {"train": name, "train_base": name, "val": name, "val_base": name}.
-    """
-    from .world import synthetic_lvis_paths
-
-    paths = synthetic_lvis_paths(root)
-    hint = (
-        "Generate it with `python datasets/generate_synthetic_lvis.py --root "
-        f"{paths['root']}` (or `make demo`)"
-    )
-    _check_files(prefix, json_file=paths["train_json"], hint=hint)
-    with open(paths["train_json"]) as f:
-        train_categories = json.load(f)["categories"]
-    ids = sorted(c["id"] for c in train_categories)
-    if ids != list(range(1, len(ids) + 1)):
-        raise ValueError(f"Category ids in {paths['train_json']} must be 1..{len(ids)}, got {ids}.")
-
-    names = {"train": f"{prefix}_v1_train", "train_base": f"{prefix}_v1_train_base", "val": f"{prefix}_v1_val",
-             "val_base": f"{prefix}_v1_val_base"}
-    # val_base: val with the base classes only (the closed-set protocol, as lvis_v1_val_cf)
-    splits = {"train": ("train_json", None), "train_base": ("train_json", ("c", "f")), "val": ("val_json", None),
-              "val_base": ("val_json", ("c", "f"))}
-    for key, (json_key, keep) in splits.items():
-        name, json_file = names[key], paths[json_key]
-        meta = _categories_metadata(train_categories, keep_frequencies=keep)
-        _register(
-            name,
-            _synthetic_loader(name, json_file, paths["image_root"], meta["thing_dataset_id_to_contiguous_id"], hint),
-            json_file=json_file,
-            image_root=paths["image_root"],
-            evaluator_type="lvis",
-            **meta,
-        )
-    return names
-
-
-def _synthetic_loader(name, json_file, image_root, id_map, hint):
-    def load():
-        _check_files(name, json_file=json_file, image_root=image_root, hint=hint)
-        return load_lvis_json_subset(json_file, image_root, id_map, dataset_name=name)
-
-    return load
 
 
 def register_custom_coco_dataset(name, json_file, image_root):

@@ -18,8 +18,6 @@ from detectron2.evaluation import (
 )
 from detectron2.utils import comm
 
-from ..data.datasets import dataset_root, register_synthetic_lvis
-from ..data.world import ensure_synthetic_lvis, synthetic_lvis_paths
 from ..data.build import build_gridclip_test_loader, build_gridclip_train_loader
 from ..vocabulary import resolve_vocabulary
 from ..evaluation import GridCLIPLVISEvaluator, format_paper_table, write_paper_table
@@ -37,33 +35,18 @@ __all__ = [
     "register_generated_datasets",
 ]
 
-#: dataset-name prefix of the generated long-tail dataset (configs/GridCLIP-Tiny-Synthetic.yaml)
-GENERATED_PREFIX = "synthetic_lvis"
-
 logger = logging.getLogger(__name__)
 
 
 def register_generated_datasets(cfg, generate=True):
     """
-    Register the generated long-tail LVIS-format dataset when ``cfg`` uses it ("synthetic_lvis_v1_*").
-
-    It lives under ``$DETECTRON2_DATASETS/synthetic_lvis`` and is generated there (deterministically,
-    with the generator's defaults) if missing and ``generate``. Registration reads its train json, so
-    it happens on demand rather than on ``import gridclip``. An existing dataset there is never
-    regenerated, whatever sizes it was generated with.
+    Register the generated datasets ``cfg`` names (the world's ``world_v1_*``), generating them first
+    if missing and ``generate``: :func:`gridclip.world.register_config_world_datasets`. Imported when
+    called, as :mod:`gridclip.world` builds on the engine.
     """
-    names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
-    if not any(name.startswith(GENERATED_PREFIX + "_v1") for name in names):
-        return None
-    if f"{GENERATED_PREFIX}_v1_val" in DatasetCatalog.list():
-        return None
-    root = os.path.join(dataset_root(), GENERATED_PREFIX)
-    paths = synthetic_lvis_paths(root)
-    missing = not (os.path.isfile(paths["train_json"]) and os.path.isfile(paths["val_json"]))
-    if generate and missing:
-        # A dataset already there (possibly generated with other sizes by the user) is used as it is.
-        ensure_synthetic_lvis(root)
-    return register_synthetic_lvis(root, prefix=GENERATED_PREFIX)
+    from ..world.datasets import register_config_world_datasets
+
+    return register_config_world_datasets(cfg, generate=generate)
 
 
 def evaluator_type_of(cfg, dataset_name):

@@ -1,4 +1,4 @@
-"""The generated long-tailed LVIS-format dataset (issue 5 item 1): determinism, LVIS rule, geometry."""
+"""The world's long-tailed LVIS-format detection data: determinism, LVIS rule, geometry, the generator script."""
 import json
 import os
 import subprocess
@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gridclip.data.world import (
+from gridclip.world import (
     COLOURS,
-    ensure_synthetic_lvis,
+    ensure_world_dataset,
     frequency_from_image_count,
-    generate_synthetic_lvis,
+    generate_world_dataset,
 )
 
-from .conftest import SMALL_SYNTHETIC_LVIS_KWARGS
+from ..conftest import SMALL_SYNTHETIC_LVIS_KWARGS
 
 
 def _read_bytes(path):
@@ -29,7 +29,7 @@ def _load(path):
 
 
 def test_same_seed_gives_identical_files_and_other_seed_differs(tmp_path, synthetic_lvis):
-    again = generate_synthetic_lvis(str(tmp_path / "again"), **SMALL_SYNTHETIC_LVIS_KWARGS)
+    again = generate_world_dataset(str(tmp_path / "again"), **SMALL_SYNTHETIC_LVIS_KWARGS)
     first = synthetic_lvis.paths
     for key in ("train_json", "val_json"):
         assert _read_bytes(first[key]) == _read_bytes(again[key])
@@ -39,7 +39,7 @@ def test_same_seed_gives_identical_files_and_other_seed_differs(tmp_path, synthe
         for name in names[:10]:
             assert _read_bytes(os.path.join(first[split], name)) == _read_bytes(os.path.join(again[split], name))
 
-    other = generate_synthetic_lvis(str(tmp_path / "other"), **dict(SMALL_SYNTHETIC_LVIS_KWARGS, seed=1))
+    other = generate_world_dataset(str(tmp_path / "other"), **dict(SMALL_SYNTHETIC_LVIS_KWARGS, seed=1))
     assert _read_bytes(first["train_json"]) != _read_bytes(other["train_json"])
     first_image = os.path.join(first["train_images"], sorted(os.listdir(first["train_images"]))[0])
     other_image = os.path.join(other["train_images"], sorted(os.listdir(other["train_images"]))[0])
@@ -73,7 +73,7 @@ def test_frequency_field_follows_lvis_rule_on_train_image_counts(synthetic_lvis)
 def test_default_world_split_has_12_rare_categories_made_of_base_attributes(tmp_path):
     # the embedded default (make demo): 48 world objects, 12 of them rare (novel: never annotated in
     # training), each rare one in at most 3 training images and a new combination of base attributes
-    paths = generate_synthetic_lvis(str(tmp_path / "default"), num_val_images=40)
+    paths = generate_world_dataset(str(tmp_path / "default"), num_val_images=40)
     counts = {g: paths["frequencies"].count(g) for g in "rcf"}
     assert len(paths["class_names"]) == 48
     assert counts["r"] >= 12 and counts["c"] >= 12 and counts["f"] >= 4, counts
@@ -151,27 +151,27 @@ def test_boxes_inside_images_and_tight_around_the_drawn_shape(synthetic_lvis):
 
 def test_too_few_train_images_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="frequent"):
-        generate_synthetic_lvis(str(tmp_path), num_train_images=50)
+        generate_world_dataset(str(tmp_path), num_train_images=50)
     with pytest.raises(ValueError, match="num_categories"):
-        generate_synthetic_lvis(str(tmp_path), num_categories=193)
+        generate_world_dataset(str(tmp_path), num_categories=193)
 
 
 def test_ensure_reuses_matching_data_and_regenerates_otherwise(tmp_path):
     root = str(tmp_path / "data")
     kwargs = dict(SMALL_SYNTHETIC_LVIS_KWARGS, num_val_images=4)
-    first = ensure_synthetic_lvis(root, **kwargs)
+    first = ensure_world_dataset(root, **kwargs)
     mtime = os.path.getmtime(first["train_json"])
-    again = ensure_synthetic_lvis(root, **kwargs)
+    again = ensure_world_dataset(root, **kwargs)
     assert os.path.getmtime(again["train_json"]) == mtime
     assert again["frequencies"] == first["frequencies"] and again["class_names"] == first["class_names"]
-    changed = ensure_synthetic_lvis(root, **dict(kwargs, seed=3))
+    changed = ensure_world_dataset(root, **dict(kwargs, seed=3))
     assert _load(changed["train_json"])["info"]["generator"]["seed"] == 3
 
 
 def test_cli_writes_the_dataset(tmp_path, repo_root):
     root = tmp_path / "cli"
     result = subprocess.run(
-        [sys.executable, os.path.join(repo_root, "datasets", "generate_synthetic_lvis.py"), "--root", str(root),
+        [sys.executable, os.path.join(repo_root, "datasets", "generate_world.py"), "--root", str(root),
          "--num-train-images", "120", "--num-val-images", "4", "--image-size", "64", "--num-categories", "6",
          "--seed", "2"],
         capture_output=True, text=True, timeout=120,

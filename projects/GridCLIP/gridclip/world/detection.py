@@ -34,6 +34,7 @@ import os
 import numpy as np
 from PIL import Image
 
+from ..file_io import atomic_write_text
 from .attributes import COLOURS, SHAPES, TEXTURES, TEXTURE_PHRASES, WORLD_OBJECTS, object_name, object_synonym
 from .render import render_scene
 
@@ -41,11 +42,11 @@ __all__ = [
     "MIN_TRAIN_IMAGES",
     "DEFAULT_GENERATOR_ARGS",
     "frequency_from_image_count",
-    "synthetic_categories",
+    "world_categories",
     "rare_attribute_coverage",
-    "generate_synthetic_lvis",
-    "ensure_synthetic_lvis",
-    "synthetic_lvis_paths",
+    "generate_world_dataset",
+    "ensure_world_dataset",
+    "world_dataset_paths",
 ]
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def frequency_from_image_count(image_count):
     return "f"
 
 
-def synthetic_categories(num_categories):
+def world_categories(num_categories):
     """
     The (colour, texture, shape) triples of the first ``num_categories`` categories.
 
@@ -173,8 +174,8 @@ def _assign_val_objects(num_categories, num_images, rng):
     return objects
 
 
-def synthetic_lvis_paths(root):
-    """The files :func:`generate_synthetic_lvis` writes under ``root`` (dict of paths)."""
+def world_dataset_paths(root):
+    """The files :func:`generate_world_dataset` writes under ``root`` (dict of paths)."""
     root = os.path.abspath(os.fspath(root))
     return {
         "root": root,
@@ -187,14 +188,7 @@ def synthetic_lvis_paths(root):
     }
 
 
-def _write_json_atomically(data, path):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, separators=(",", ":"))
-    os.replace(tmp, path)
-
-
-#: defaults of :func:`generate_synthetic_lvis` (the embedded default: ``make demo`` trains on it):
+#: defaults of :func:`generate_world_dataset` (the embedded default: ``make demo`` trains on it):
 #: 48 categories = 12 rare (novel), 30 common, 6 frequent
 DEFAULT_GENERATOR_ARGS = dict(
     num_train_images=480, num_val_images=120, image_size=(128, 128), num_categories=48, seed=0, jpeg_quality=92,
@@ -213,7 +207,7 @@ def _resolve_design(num_categories, num_rare, num_frequent):
     return num_rare, num_frequent
 
 
-def generate_synthetic_lvis(
+def generate_world_dataset(
     root,
     num_train_images=480,
     num_val_images=120,
@@ -242,7 +236,7 @@ def generate_synthetic_lvis(
         rare_max_train_images (int): each rare category is in 1..this many training images (<= 10).
 
     Returns:
-        dict: the paths of :func:`synthetic_lvis_paths` plus ``class_names``, ``frequencies``
+        dict: the paths of :func:`world_dataset_paths` plus ``class_names``, ``frequencies``
         (``"r"/"c"/"f"`` per category, by the image-count rule on train), ``train_image_counts``,
         ``categories`` ((colour, texture, shape) per category) and ``attribute_coverage`` (every
         attribute of a rare category is worn by a base category).
@@ -257,9 +251,9 @@ def generate_synthetic_lvis(
         )
     if num_val_images < 2:
         raise ValueError(f"num_val_images must be at least 2, got {num_val_images}.")
-    categories = synthetic_categories(num_categories)
+    categories = world_categories(num_categories)
     num_rare, num_frequent = _resolve_design(num_categories, num_rare, num_frequent)
-    paths = synthetic_lvis_paths(root)
+    paths = world_dataset_paths(root)
     for key in ("train_images", "val_images"):
         os.makedirs(paths[key], exist_ok=True)
     os.makedirs(os.path.dirname(paths["train_json"]), exist_ok=True)
@@ -368,10 +362,10 @@ def generate_synthetic_lvis(
             "categories": category_records,
         }
         # JSON last (atomically), so an interrupted run never leaves annotations without images.
-        _write_json_atomically(data, paths[f"{split}_json"])
+        atomic_write_text(paths[f"{split}_json"], json.dumps(data, separators=(",", ":")))
 
     logger.info(
-        "Generated synthetic LVIS at %s: %d train / %d val images, %d categories (r/c/f = %d/%d/%d).",
+        "Generated the world's detection dataset at %s: %d train / %d val images, %d categories (r/c/f = %d/%d/%d).",
         paths["root"], num_train_images, num_val_images, num_categories,
         frequencies.count("r"), frequencies.count("c"), frequencies.count("f"),
     )
@@ -386,13 +380,13 @@ def _result(paths, categories, frequencies, train_image_counts, covered):
     )
 
 
-def ensure_synthetic_lvis(root, **kwargs):
+def ensure_world_dataset(root, **kwargs):
     """
     Generate the dataset under ``root`` unless it is already there with the same arguments.
 
-    Args and return value as :func:`generate_synthetic_lvis`.
+    Args and return value as :func:`generate_world_dataset`.
     """
-    paths = synthetic_lvis_paths(root)
+    paths = world_dataset_paths(root)
     if os.path.isfile(paths["train_json"]) and os.path.isfile(paths["val_json"]):
         with open(paths["train_json"]) as f:
             train = json.load(f)
@@ -415,4 +409,4 @@ def ensure_synthetic_lvis(root, **kwargs):
                 paths, triples, [c["frequency"] for c in categories], [c["image_count"] for c in categories],
                 train["info"].get("rare_attribute_coverage", False),
             )
-    return generate_synthetic_lvis(root, **kwargs)
+    return generate_world_dataset(root, **kwargs)

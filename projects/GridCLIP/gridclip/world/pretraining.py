@@ -20,8 +20,6 @@ names' text embeddings (prompt ensemble :data:`.captions.ZERO_SHOT_TEMPLATES`); 
 names (chance 0.52 %) and, separately, whether the predicted name has the right colour (chance 1/6),
 texture (1/4) and shape (1/8).
 """
-import hashlib
-import json
 import logging
 import math
 import os
@@ -33,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..file_io import atomic_write, atomic_write_json, digest_json, read_json
 from .attributes import WORLD_OBJECTS, object_name
 from .captions import DEFAULT_CORPUS_ARGS, ZERO_SHOT_TEMPLATES, generate_caption_corpus, zero_shot_split
 
@@ -107,7 +106,7 @@ def zero_shot_accuracy(model, tokenizer, images_uint8, labels, batch_size=256):
         dict: ``top1`` (fraction), ``colour``, ``texture``, ``shape`` (fraction of predictions with the
         right attribute), ``num_images``, ``num_classes``.
     """
-    from ...modeling.text_embeddings import encode_text_embeddings
+    from ..modeling.text.encoding import encode_text_embeddings
 
     was_training = model.training
     model.eval()
@@ -150,7 +149,7 @@ def pretrain_clip(model_name, corpus, steps=500, batch_size=128, lr=2e-3, weight
     from open_clip.loss import ClipLoss
     from tqdm import tqdm
 
-    from ...modeling import clip_configs  # noqa: F401  (registers the world configs)
+    from ..modeling import clip_configs  # noqa: F401  (registers the world configs)
 
     with _INIT_LOCK:  # the global torch RNG: models pretrained in parallel threads get their own init
         torch.manual_seed(seed)
@@ -215,12 +214,12 @@ def world_clip_cache_key(model_name, corpus_args, train_args):
         "corpus": {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(corpus_args.items())},
         "train": dict(sorted(train_args.items())),
     }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    return digest_json(identity, length=16)
 
 
 def world_clip_path(model_name, corpus_args=None, train_args=None, cache_dir=""):
     """Where :func:`ensure_world_clip` keeps the weights: ``<cache>/world_clip/<model>-<key>.safetensors``."""
-    from ...modeling.text_embeddings import default_cache_dir
+    from ..modeling.text.cache import default_cache_dir
 
     corpus_args = dict(DEFAULT_CORPUS_ARGS, **(corpus_args or {}))
     train_args = dict(DEFAULT_TRAIN_ARGS.get(model_name, DEFAULT_TRAIN_ARGS[BACKBONE_CLIP]), **(train_args or {}))
@@ -232,11 +231,9 @@ def _save(model, stats, path):
     from safetensors.torch import save_file
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, tmp)
-    with open(path[: -len(".safetensors")] + ".json", "w") as f:
-        json.dump(stats, f, indent=1)
-    os.replace(tmp, path)  # weights last: a file that exists is complete
+    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_json(path[: -len(".safetensors")] + ".json", stats, indent=1)
+    atomic_write(path, lambda tmp: save_file(tensors, tmp))  # weights last: a file that exists is complete
 
 
 def read_world_clip_stats(path):
@@ -244,8 +241,7 @@ def read_world_clip_stats(path):
     stats_path = path[: -len(".safetensors")] + ".json"
     if not os.path.isfile(stats_path):
         return None
-    with open(stats_path) as f:
-        return json.load(f)
+    return read_json(stats_path, "world CLIP statistics")
 
 
 def ensure_world_clips(model_names=(BACKBONE_CLIP, TEACHER_CLIP), corpus_args=None, train_args=None,

@@ -1,23 +1,22 @@
 #!/usr/bin/env python
 """
-Generate GridCLIP's long-tailed synthetic dataset in LVIS v1 format (the embedded default's data).
+Generate the world's long-tailed detection dataset in LVIS v1 format (the embedded default's data).
 
-    python datasets/generate_synthetic_lvis.py --root datasets/synthetic_lvis
-    python datasets/generate_synthetic_lvis.py --root /tmp/synth --num-train-images 200 --image-size 96 --seed 1
+    python datasets/generate_world.py                   # $DETECTRON2_DATASETS/world (default ./datasets/world)
+    python datasets/generate_world.py --root /tmp/world --num-train-images 200 --image-size 96 --seed 1
 
-Same arguments -> byte-identical files. See datasets/README.md and gridclip/data/world/detection.py.
+Same arguments -> byte-identical files. See datasets/README.md and gridclip/world/detection.py.
 """
 import argparse
-import os
 import sys
 
-from gridclip.data.world import DEFAULT_GENERATOR_ARGS, ensure_synthetic_lvis, generate_synthetic_lvis
+from gridclip.world import DEFAULT_GENERATOR_ARGS, ensure_world_dataset, generate_world_dataset, world_dataset_root
 
 
 def parse_args(argv=None):
     d = DEFAULT_GENERATOR_ARGS
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    default_root = os.path.join(os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")), "synthetic_lvis")
+    default_root = world_dataset_root()
     parser.add_argument("--root", default=default_root, help=f"output folder (default: {default_root})")
     parser.add_argument("--num-train-images", type=int, default=d["num_train_images"])
     parser.add_argument("--num-val-images", type=int, default=d["num_val_images"])
@@ -49,11 +48,11 @@ def main(argv=None):
         kwargs["num_rare"] = d["num_rare"] if args.num_rare is None else args.num_rare
         kwargs["num_frequent"] = d["num_frequent"] if args.num_frequent is None else args.num_frequent
     try:
-        result = (ensure_synthetic_lvis if args.if_missing else generate_synthetic_lvis)(args.root, **kwargs)
+        result = (ensure_world_dataset if args.if_missing else generate_world_dataset)(args.root, **kwargs)
     except (ValueError, RuntimeError) as e:
         raise SystemExit(f"error: {e}")
     groups = {g: result["frequencies"].count(g) for g in "rcf"}
-    print(f"Synthetic LVIS dataset at {result['root']}")
+    print(f"World detection dataset at {result['root']}")
     print(f"  train: {result['train_json']} ({args.num_train_images} images)")
     print(f"  val:   {result['val_json']} ({args.num_val_images} images)")
     print(f"  {len(result['class_names'])} categories: {groups['r']} rare, {groups['c']} common, {groups['f']} frequent"
