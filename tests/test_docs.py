@@ -6,6 +6,7 @@ The documentation cannot rot: README.md and docs/**/*.md are checked against the
 - every repository path written as code (``tools/demo.py``, ``configs/...yaml``, ``gridclip/...py``)
   and every dotted ``gridclip.`` module name exists, so a moved or renamed file is caught also where
   it is named in a command rather than linked;
+- the Layout of docs/DEVELOPING.md lists every file of the package, one row each;
 - the "Bad inputs covered by tests" list of docs/ROBUSTNESS.md has as many entries as its text says;
 - README.md stays at most 200 lines;
 - no doc or comment in projects/, tools/, dev/, configs/, datasets/, docs/ or README.md cites an issue
@@ -182,6 +183,21 @@ def test_readme_is_short():
     lines = read(os.path.join(REPO, "README.md")).splitlines()
     assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines; move detail to docs/"
     assert "make demo" in "\n".join(lines[:15]) and "make test" in "\n".join(lines[:15])
+
+
+def test_layout_lists_every_package_file():
+    """docs/DEVELOPING.md's Layout has one row per file of the package, and no row for a file that is gone."""
+    text = read(os.path.join(REPO, "docs", "DEVELOPING.md"))
+    section = text.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"\]\(\.\./projects/GridCLIP/gridclip/([^)#\s]+)\)", section))
+    package = os.path.join(PACKAGE_ROOT, "gridclip")
+    present = set()
+    for folder, dirs, files in os.walk(package):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        present |= {os.path.relpath(os.path.join(folder, f), package).replace(os.sep, "/")
+                    for f in files if f.endswith((".py", ".json"))}
+    assert sorted(present - listed) == [], "package files missing from the Layout of docs/DEVELOPING.md"
+    assert sorted(listed - present) == [], "Layout rows for files that no longer exist"
 
 
 def test_bad_input_count_matches_the_list():
