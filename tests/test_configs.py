@@ -7,7 +7,8 @@ import torch
 from detectron2.modeling import build_model
 
 import gridclip
-from gridclip.modeling import text_embeddings
+from gridclip.modeling.text import cache as text_cache
+from gridclip.modeling.text.encoding import clip_text_embed_dim
 from gridclip.modeling.image_head import teacher_embed_dim
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,11 +31,11 @@ def fake_text_embeddings(monkeypatch):
 
     def fake(class_names, clip_model_name, *args, **kwargs):
         calls.append((clip_model_name, len(class_names)))
-        dim = text_embeddings.clip_text_embed_dim(clip_model_name)
+        dim = clip_text_embed_dim(clip_model_name)
         generator = torch.Generator().manual_seed(len(class_names))
         return torch.nn.functional.normalize(torch.randn(len(class_names), dim, generator=generator), dim=1)
 
-    monkeypatch.setattr(text_embeddings, "load_text_embeddings", fake)
+    monkeypatch.setattr(text_cache, "load_text_embeddings", fake)
     return calls
 
 

@@ -26,13 +26,9 @@ import gridclip  # first: applies the Detectron2 compatibility fixes
 from detectron2.utils.logger import setup_logger
 from gridclip.vocabulary import parse_custom_vocabulary, resolve_vocabulary
 from gridclip.modeling.clip_loading import pretrained_identity
-from gridclip.modeling.text_embeddings import (
-    load_text_embeddings,
-    text_encoder_settings,
-    resolve_templates,
-    save_text_embeddings,
-    text_embeddings_cache_path,
-)
+from gridclip.modeling.text.cache import load_text_embeddings, text_embeddings_cache_path, text_encoder_settings
+from gridclip.modeling.text.files import save_text_embeddings
+from gridclip.modeling.text.prompts import resolve_templates
 
 DEFAULT_CLIP_MODEL = "RN50-quickgelu"
 DEFAULT_PRETRAINED = "openai"

@@ -2,18 +2,18 @@
 import torch
 from detectron2.modeling import build_model
 
-from gridclip.modeling import text_embeddings
+from gridclip.modeling.text import cache as text_cache
 
 
 def test_test_vocabulary_is_embedded_at_the_first_inference(tiny_cfg, monkeypatch):
     built = []
-    real = text_embeddings.load_text_embeddings
+    real = text_cache.load_text_embeddings
 
     def counting(names, *args, **kwargs):
         built.append(list(names))
         return real(names, *args, **kwargs)
 
-    monkeypatch.setattr(text_embeddings, "load_text_embeddings", counting)
+    monkeypatch.setattr(text_cache, "load_text_embeddings", counting)
     model = build_model(tiny_cfg(**{"MODEL.GRIDCLIP.TRAIN_VOCABULARY": "cat,dog,red umbrella",
                                     "MODEL.GRIDCLIP.TEST_VOCABULARY": "kite,cat"}))
     assert built == [["cat", "dog", "red umbrella"]]  # training only: no test vocabulary yet

@@ -10,7 +10,7 @@ from detectron2.utils.events import EventStorage
 from torch.nn import functional as F
 
 from gridclip.modeling.meta_arch import GridCLIP
-from gridclip.modeling.text_embeddings import save_text_embeddings
+from gridclip.modeling.text.files import save_text_embeddings
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

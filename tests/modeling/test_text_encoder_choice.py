@@ -6,14 +6,9 @@ import torch
 from detectron2.modeling import build_model
 
 from gridclip.modeling.clip_configs import TINY_BACKBONE_CLIP, TINY_TEACHER_CLIP
-from gridclip.modeling.text_embeddings import (
-    VILD_TEMPLATES,
-    build_prompts,
-    clip_text_embed_dim,
-    load_text_embeddings,
-    text_embeddings_cache_path,
-    text_encoder_settings,
-)
+from gridclip.modeling.text.cache import load_text_embeddings, text_embeddings_cache_path, text_encoder_settings
+from gridclip.modeling.text.encoding import clip_text_embed_dim
+from gridclip.modeling.text.prompts import VILD_TEMPLATES, build_prompts
 
 NAMES = ["cat", "dog", "red umbrella"]
 

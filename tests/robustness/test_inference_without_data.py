@@ -11,7 +11,7 @@ import torch
 
 from gridclip import GridCLIPPredictor
 from gridclip.checkpoint import CheckpointMismatchError, GridCLIPCheckpointer
-from gridclip.modeling import text_embeddings
+from gridclip.modeling.text import cache as text_cache
 
 from .conftest import write_tiny_config
 
@@ -24,13 +24,13 @@ def setup(tmp_path, monkeypatch, embeddings_cache):
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "empty"))
     config = write_tiny_config(tmp_path / "tiny.yaml", "lvis_like_train_nowhere", "lvis_like_val_nowhere", tmp_path / "out")
     embedded = []
-    original = text_embeddings.load_text_embeddings
+    original = text_cache.load_text_embeddings
 
     def recording(class_names, *args, **kwargs):
         embedded.append(list(class_names))
         return original(class_names, *args, **kwargs)
 
-    monkeypatch.setattr(text_embeddings, "load_text_embeddings", recording)
+    monkeypatch.setattr(text_cache, "load_text_embeddings", recording)
     torch.manual_seed(0)
     model = GridCLIPPredictor(config, "", vocabulary=NAMES).model
     GridCLIPCheckpointer(model, str(tmp_path / "ckpt")).save("model_final")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gridclip.engine.trainer import GridCLIPTrainer
-from gridclip.modeling.text_embeddings import save_text_embeddings
+from gridclip.modeling.text.files import save_text_embeddings
 
 
 def test_train_on_base_classes_then_evaluate_on_all_classes(tiny_cfg, synthetic_lvis, tmp_path):

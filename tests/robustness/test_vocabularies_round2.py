@@ -11,7 +11,8 @@ import pytest
 
 from gridclip import vocabulary as V
 from gridclip.data.datasets import register_custom_coco_dataset
-from gridclip.modeling.text_embeddings import check_prompt_context, load_text_embeddings
+from gridclip.modeling.text.cache import load_text_embeddings
+from gridclip.modeling.text.prompts import check_prompt_context
 
 
 def test_vocabulary_file_bom_invisible_characters_and_comments(tmp_path):
@@ -72,7 +73,7 @@ def test_names_over_the_context_are_named_or_refused(caplog):
     tokenizer = open_clip.get_tokenizer("GridCLIP-Tiny-RN")
     long_a = "very " * 80 + "red cat"
     long_b = "very " * 80 + "blue dog"
-    with caplog.at_level(logging.WARNING, logger="gridclip.modeling.text_embeddings"):
+    with caplog.at_level(logging.WARNING, logger="gridclip.modeling.text.prompts"):
         check_prompt_context(["cat", long_a], ["a photo of a {}."], tokenizer)
     assert "1 category name(s)" in caplog.text and "77-token context" in caplog.text and "red cat" in caplog.text
     with pytest.raises(ValueError, match="become identical after truncation"):
@@ -81,6 +82,6 @@ def test_names_over_the_context_are_named_or_refused(caplog):
     with pytest.raises(ValueError, match="become identical"):
         load_text_embeddings([long_a, long_b], "GridCLIP-Tiny-RN", "", templates="single", use_cache=False)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="gridclip.modeling.text_embeddings"):
+    with caplog.at_level(logging.WARNING, logger="gridclip.modeling.text.prompts"):
         check_prompt_context(V.coco_class_names(), ["a photo of a {}."], tokenizer)
     assert "context" not in caplog.text  # ordinary names: no warning

@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from gridclip.modeling.clip_configs import TINY_BACKBONE_CLIP, TINY_TEACHER_CLIP
-from gridclip.modeling.text_embeddings import load_text_embeddings_file, text_embeddings_cache_path
+from gridclip.modeling.text.cache import text_embeddings_cache_path
+from gridclip.modeling.text.files import load_text_embeddings_file
 
 TINY = ["--clip-model", TINY_BACKBONE_CLIP, "--pretrained", "", "--device", "cpu", "--no-progress"]
 
@@ -69,7 +70,7 @@ def test_config_text_encoder_and_this_is_build_the_files_training_reads(tool, tm
     """MODEL.GRIDCLIP.TEXT_ENCODER (another CLIP's text tower, here 32-d) and PROMPT_THIS_IS decide the
     embeddings the model loads; the tool must build exactly those, not the backbone CLIP's."""
     from gridclip.config import get_gridclip_cfg
-    from gridclip.modeling.text_embeddings import text_encoder_settings
+    from gridclip.modeling.text.cache import text_encoder_settings
 
     config = tmp_path / "text_encoder.yaml"
     config.write_text(

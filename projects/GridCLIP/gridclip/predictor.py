@@ -39,6 +39,7 @@ from .checkpoint import TEST_VOCABULARY_KEY, VOCABULARY_KEY, GridCLIPCheckpointe
 from .config import get_gridclip_cfg
 from .data.mapper import read_image as decode_image
 from .modeling.meta_arch import GridCLIP
+from .modeling.text import cache as text_cache
 from .vocabulary import resolve_vocabulary, validate_vocabulary
 
 __all__ = ["Detections", "GridCLIPPredictor", "load_predictor_config"]
@@ -244,9 +245,7 @@ class GridCLIPPredictor:
 
     def text_embeddings(self, names: Sequence[str]) -> torch.Tensor:
         """[K, D] L2-normalised text embeddings of ``names`` from the model's CLIP (prompt templates as in training)."""
-        from .modeling.text_embeddings import load_text_embeddings
-
-        return load_text_embeddings(validate_vocabulary(names, "text_embeddings()"), **self.model.text_encoder)
+        return text_cache.load_text_embeddings(validate_vocabulary(names, "text_embeddings()"), **self.model.text_encoder)
 
     # ------------------------------------------------------------------ inference
     def read_image(self, image: ImageInput) -> np.ndarray:

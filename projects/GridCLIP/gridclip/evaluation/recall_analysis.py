@@ -182,7 +182,7 @@ def analyze_clip_recall(
         ks: the k of recall@k (capped at the number of categories).
         templates: prompt templates for the text embeddings (see text_embeddings.resolve_templates).
         text_embeddings (Tensor or None): [K, D] precomputed category embeddings in category-id
-            order; None = :func:`gridclip.modeling.text_embeddings.load_text_embeddings` (cached).
+            order; None = :func:`gridclip.modeling.text.cache.load_text_embeddings` (cached).
         batch_size (int): images per encoder call.
         device: None = CUDA when available, else CPU.
         max_images (int or None): analyse only the first images (quick looks).
@@ -204,7 +204,7 @@ def analyze_clip_recall(
         device = "cuda" if torch.cuda.is_available() else "cpu"
 
     if text_embeddings is None:
-        from ..modeling.text_embeddings import load_text_embeddings
+        from ..modeling.text.cache import load_text_embeddings
 
         text_embeddings = load_text_embeddings(
             class_names, clip_model_name, pretrained, templates=templates, cache_dir=cache_dir, device=device,

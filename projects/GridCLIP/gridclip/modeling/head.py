@@ -5,7 +5,8 @@ GridCLIP's dense head (paper Eq. 3).
   shared over levels, ltrb box deltas, centerness on the box branch) whose classification output
   conv produces D-dim grid embeddings G_i instead of class logits.
 - ``TextEmbeddingClassifier``: class logits ``scale · cos(G, T_k) + bias`` against L2-normalised
-  text embeddings T (a training and a test vocabulary), one matmul over all levels.
+  text embeddings T (a training and a test vocabulary), one matmul over all levels; at inference
+  the same logits with the scale folded into T (``inference_logits``, ``fold_logit_scale``).
 - ``ClassifierFCOSHead``: Detectron2's ``FCOSHead`` with learned class logits (GRID_ALIGN off).
 
 Both heads can multiply each level's box-regression output by a learnable scalar
@@ -23,9 +24,14 @@ from detectron2.modeling.meta_arch.fcos import FCOSHead
 from torch import nn
 from torch.nn import functional as F
 
-from .text_embeddings import check_text_embeddings
+from .text.files import check_text_embeddings
 
-__all__ = ["GridCLIPHead", "ClassifierFCOSHead", "TextEmbeddingClassifier"]
+__all__ = ["GridCLIPHead", "ClassifierFCOSHead", "TextEmbeddingClassifier", "fold_logit_scale"]
+
+
+def fold_logit_scale(text_embeddings: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """[D, K] = (scale · T)ᵀ: the cosine classifier's scale folded into its (normalised) text embeddings."""
+    return (text_embeddings.float() * logit_scale.float()).t().contiguous()
 
 
 class _RegressionScales:
@@ -182,3 +188,26 @@ class TextEmbeddingClassifier(nn.Module):
         text = self.train_embeddings if self.training else self.test_embeddings
         cosine = F.normalize(grid_embeddings, dim=-1) @ text.to(grid_embeddings.dtype).t()
         return cosine * self.logit_scale + self.bias
+
+    def inference_logits(self, grid_embeddings: List[torch.Tensor]) -> List[torch.Tensor]:
+        """
+        Eq. 3's inference form: the test vocabulary's logits as one ``addmm`` per level with the scale
+        folded into the text embeddings, ``logits = bias + normalize(G) @ (scale · T)ᵀ`` (``forward``'s
+        ``normalize(G) @ Tᵀ · scale + bias`` without two passes over the [R, K] logits).
+
+        Args:
+            grid_embeddings: list over levels of [N, Ri, D]; under autocast their dtype is the autocast
+                one, and the [D, K] matrix is cast to it once.
+
+        Returns:
+            list over levels of [N, Ri, K_test] logits.
+        """
+        dtype = grid_embeddings[0].dtype
+        scaled_text = fold_logit_scale(self.test_embeddings, self.logit_scale).to(dtype)  # [D, K]
+        bias = self.bias.to(dtype)
+        logits = []
+        for embeddings in grid_embeddings:
+            n, r, d = embeddings.shape
+            flat = F.normalize(embeddings.reshape(n * r, d), dim=-1)
+            logits.append(torch.addmm(bias, flat, scaled_text).view(n, r, -1))
+        return logits

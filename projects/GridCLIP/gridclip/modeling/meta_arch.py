@@ -13,18 +13,19 @@ import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
-from detectron2.modeling.meta_arch.fcos import FCOS, FCOSHead
+from detectron2.modeling.meta_arch.fcos import FCOS
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from .bn_folding import enable_bn_folding, set_bn_folding
 from .clip_backbone import IMAGE_EMBEDDING_KEY
-from .decoding import DECODERS, SCORE_MODES, decode_dense_predictions, decode_level, fold_logit_scale
+from .decoding import DECODERS, SCORE_MODES, decode_dense_predictions, decode_level
 from .head import ClassifierFCOSHead, GridCLIPHead, TextEmbeddingClassifier
 from .image_head import ImageEmbeddingHead, teacher_embed_dim
 from .losses import BOX_REG_WEIGHTINGS, centerness_weighted_box_reg_loss, gridclip_loss, image_alignment_loss
+from .text import cache as text_cache
+from .text.files import check_text_embeddings, load_text_embeddings_file
 from ..vocabulary import resolve_train_test_vocabularies, resolve_train_vocabulary, validate_vocabulary
 
 __all__ = ["GridCLIP"]
@@ -210,8 +211,6 @@ class GridCLIP(FCOS):
                 (``gridclip.vocabulary.resolve_train_test_vocabularies``); training names None =
                 the config's training vocabulary; test names None = the training names.
         """
-        from .text_embeddings import load_text_embeddings, text_encoder_settings
-
         backbone = build_backbone(cfg)
         backbone_shapes = backbone.output_shape()
         head_in_features = list(cfg.MODEL.FCOS.IN_FEATURES)
@@ -233,8 +232,8 @@ class GridCLIP(FCOS):
         if gc.GRID_ALIGN:
             # The class-embedding CLIP: MODEL.GRIDCLIP.TEXT_ENCODER ("" = the backbone's); the head's
             # embedding conv follows its dimension (classifier.embed_dim).
-            text_encoder = text_encoder_settings(cfg)
-            train_embeddings = load_text_embeddings(train_names, **text_encoder)
+            text_encoder = text_cache.text_encoder_settings(cfg)
+            train_embeddings = text_cache.load_text_embeddings(train_names, **text_encoder)
             # A different test vocabulary is built (or read from the cache) when it is first needed:
             # at the first inference (e.g. the evaluation after training), not at construction.
             test_embeddings = None
@@ -342,11 +341,10 @@ class GridCLIP(FCOS):
 
         Args:
             names: the class names; output ``pred_classes`` index this list.
-            text_embeddings: [K, D] tensor, a file (``load_text_embeddings_file`` formats), or None to
-                build them with the backbone's CLIP text tower (``load_text_embeddings``, cached).
+            text_embeddings: [K, D] tensor, a file (``gridclip.modeling.text.files.load_text_embeddings_file``
+                formats), or None to build them with the text encoder's CLIP
+                (``gridclip.modeling.text.cache.load_text_embeddings``, cached).
         """
-        from .text_embeddings import check_text_embeddings, load_text_embeddings, load_text_embeddings_file
-
         names = validate_vocabulary(names, "set_vocabulary")  # the one check of every vocabulary source
         if not self.grid_align:
             self._check_closed_vocabulary(names)
@@ -358,7 +356,8 @@ class GridCLIP(FCOS):
                     "set_vocabulary: this model was built without a CLIP text encoder setting; pass "
                     "text_embeddings (a [K, D] tensor or a file)."
                 )
-            embeddings, source = load_text_embeddings(names, **self.text_encoder), f"{clip_model_name} text tower"
+            embeddings = text_cache.load_text_embeddings(names, **self.text_encoder)
+            source = f"{clip_model_name} text tower"
         elif isinstance(text_embeddings, str):
             embeddings = load_text_embeddings_file(
                 text_embeddings, expected_names=names, expected_model=clip_model_name,
@@ -512,26 +511,16 @@ class GridCLIP(FCOS):
         and centerness [N, Ri, 1] (both fp32, also under autocast) and grid embeddings [N, Ri, D] (None
         without grid alignment).
 
-        The cosine classifier runs as one ``addmm`` per level with its scale folded into the text
-        embeddings: ``logits = bias + normalize(G) @ (scale · T)ᵀ`` (the training path's
-        ``normalize(G) @ Tᵀ · scale + bias`` without two passes over the [R, K] logits).
+        The cosine classifier runs in its inference form (``TextEmbeddingClassifier.inference_logits``:
+        one ``addmm`` per level, scale folded into the text embeddings).
         """
         cls_out, box_deltas, centerness = predictions
         box_deltas = [permute_to_N_HWA_K(x, 4).float() for x in box_deltas]
         centerness = [permute_to_N_HWA_K(x, 1).float() for x in centerness]
         if not self.grid_align:
             return [permute_to_N_HWA_K(x, self.num_classes) for x in cls_out], box_deltas, centerness, None
-        classifier = self.classifier
-        grid_embeddings = [permute_to_N_HWA_K(x, classifier.embed_dim) for x in cls_out]
-        dtype = grid_embeddings[0].dtype  # the autocast dtype under AMP: cast the [D, K] matrix once
-        scaled_text = fold_logit_scale(classifier.test_embeddings, classifier.logit_scale).to(dtype)  # [D, K]
-        bias = classifier.bias.to(dtype)
-        logits = []
-        for embeddings in grid_embeddings:
-            n, r, d = embeddings.shape
-            flat = F.normalize(embeddings.reshape(n * r, d), dim=-1)
-            logits.append(torch.addmm(bias, flat, scaled_text).view(n, r, -1))
-        return logits, box_deltas, centerness, grid_embeddings
+        grid_embeddings = [permute_to_N_HWA_K(x, self.classifier.embed_dim) for x in cls_out]
+        return self.classifier.inference_logits(grid_embeddings), box_deltas, centerness, grid_embeddings
 
     def forward_inference(self, images, features, predictions, return_grid_embeddings: bool = False):
         """
