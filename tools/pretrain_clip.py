@@ -14,17 +14,22 @@ local-file path, e.g. ``MODEL.CLIP.PRETRAINED <rn file> MODEL.GRIDCLIP.TEACHER.P
 pool, and the text tower) and GridCLIP-World-ViT (the image teacher).
 """
 import argparse
-import json
 import logging
 import os
-import shutil
 import sys
 import time
 
 import gridclip  # noqa: F401  (first: compat fixes; registers the world's CLIP configs)
 import torch
 from gridclip.world.captions import DEFAULT_CORPUS_ARGS
-from gridclip.world.pretraining import BACKBONE_CLIP, DEFAULT_TRAIN_ARGS, TEACHER_CLIP, ensure_world_clips
+from gridclip.world.pretraining import (
+    BACKBONE_CLIP,
+    TEACHER_CLIP,
+    copy_world_clips,
+    ensure_world_clips,
+    world_clip_config_opts,
+    world_clips_table,
+)
 
 
 def get_parser():
@@ -69,25 +74,10 @@ def main(argv=None):
     except (ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"\n| model | zero-shot top-1 (192 names) | colour | texture | shape | train s | weights |")
-    print("|---|---:|---:|---:|---:|---:|---|")
-    for name, entry in results.items():
-        zs = (entry["stats"] or {}).get("zero_shot", {})
-        cell = lambda key: f"{100 * zs[key]:.1f} %" if key in zs else "-"  # noqa: E731
-        seconds = "cached" if entry["cached"] else f"{entry['seconds']:.0f}"
-        print(f"| {name} | {cell('top1')} | {cell('colour')} | {cell('texture')} | {cell('shape')} | {seconds} | {entry['path']} |")
+    print("\n" + world_clips_table(results))
     if args.output_dir:
-        os.makedirs(args.output_dir, exist_ok=True)
-        for name, entry in results.items():
-            shutil.copy2(entry["path"], os.path.join(args.output_dir, os.path.basename(entry["path"])))
-        with open(os.path.join(args.output_dir, "pretrain_summary.json"), "w") as f:
-            json.dump({n: {"path": e["path"], "stats": e["stats"]} for n, e in results.items()}, f, indent=1)
-    opts = []
-    if BACKBONE_CLIP in results:
-        opts += ["MODEL.CLIP.MODEL_NAME", BACKBONE_CLIP, "MODEL.CLIP.PRETRAINED", results[BACKBONE_CLIP]["path"]]
-    if TEACHER_CLIP in results:
-        opts += ["MODEL.GRIDCLIP.TEACHER.MODEL_NAME", TEACHER_CLIP,
-                 "MODEL.GRIDCLIP.TEACHER.PRETRAINED", results[TEACHER_CLIP]["path"]]
+        copy_world_clips(results, args.output_dir)
+    opts = world_clip_config_opts(results)
     print(f"\nTrain GridCLIP with them: tools/train_net.py --config-file configs/world/GridCLIP-World-Pretrained.yaml {' '.join(opts)}")
     print(f"Total time: {time.perf_counter() - start:.1f} s")
     return 0

@@ -116,14 +116,15 @@ def random_init_cache_path(config_file, opts, data_json):
     architectures = [model_config_identity(name)
                      for name in (cfg.MODEL.CLIP.MODEL_NAME, cfg.MODEL.GRIDCLIP.TEACHER.MODEL_NAME)]
     key = digest_json([_RANDOM_CACHE_VERSION, cfg.dump(), generator, architectures], length=16)
-    return os.path.join(default_cache_dir(cfg.MODEL.GRIDCLIP.EMBEDDINGS_CACHE_DIR), "embedded_default", f"random_init-{key}.json")
+    cache_dir = default_cache_dir(cfg.MODEL.GRIDCLIP.EMBEDDINGS_CACHE_DIR)
+    return os.path.join(cache_dir, "embedded_default", f"random_init-{key}.json")
 
 
 def side_by_side(pretrained, random_init):
     """Markdown table: AP, AP50, AP_r, AP_c, AP_f of the pretrained and the random-init run."""
     keys = ("AP", "AP50", "APr", "APc", "APf")
-    lines = ["| CLIPs | " + " | ".join(k.replace("APr", "AP_r").replace("APc", "AP_c").replace("APf", "AP_f") for k in keys) + " |",
-             "|---|" + "---:|" * len(keys)]
+    header = (k.replace("APr", "AP_r").replace("APc", "AP_c").replace("APf", "AP_f") for k in keys)
+    lines = ["| CLIPs | " + " | ".join(header) + " |", "|---|" + "---:|" * len(keys)]
     for name, row in (("pretrained (world)", pretrained), ("random init", random_init)):
         if row:
             lines.append(f"| {name} | " + " | ".join(f"{row.get(k, float('nan')):.1f}" for k in keys) + " |")

@@ -45,6 +45,9 @@ __all__ = [
     "world_clip_path",
     "ensure_world_clip",
     "ensure_world_clips",
+    "world_clips_table",
+    "world_clip_config_opts",
+    "copy_world_clips",
 ]
 
 logger = logging.getLogger(__name__)
@@ -322,3 +325,37 @@ def ensure_world_clips(model_names=(BACKBONE_CLIP, TEACHER_CLIP), corpus_args=No
 def ensure_world_clip(model_name, **kwargs):
     """:func:`ensure_world_clips` for one model; returns its entry."""
     return ensure_world_clips((model_name,), **kwargs)[model_name]
+
+
+def world_clips_table(results):
+    """Markdown table of :func:`ensure_world_clips`'s results: zero-shot accuracies, training time, weights."""
+    lines = ["| model | zero-shot top-1 (192 names) | colour | texture | shape | train s | weights |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for name, entry in results.items():
+        zs = (entry["stats"] or {}).get("zero_shot", {})
+        cells = [f"{100 * zs[key]:.1f} %" if key in zs else "-" for key in ("top1", "colour", "texture", "shape")]
+        seconds = "cached" if entry["cached"] else f"{entry['seconds']:.0f}"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {seconds} | {entry['path']} |")
+    return "\n".join(lines)
+
+
+def world_clip_config_opts(results):
+    """Config options that train GridCLIP with the CLIPs of :func:`ensure_world_clips`'s results."""
+    opts = []
+    if BACKBONE_CLIP in results:
+        opts += ["MODEL.CLIP.MODEL_NAME", BACKBONE_CLIP, "MODEL.CLIP.PRETRAINED", results[BACKBONE_CLIP]["path"]]
+    if TEACHER_CLIP in results:
+        opts += ["MODEL.GRIDCLIP.TEACHER.MODEL_NAME", TEACHER_CLIP,
+                 "MODEL.GRIDCLIP.TEACHER.PRETRAINED", results[TEACHER_CLIP]["path"]]
+    return opts
+
+
+def copy_world_clips(results, output_dir):
+    """Copy the weights of :func:`ensure_world_clips`'s results into ``output_dir``, with ``pretrain_summary.json``."""
+    import shutil
+
+    os.makedirs(output_dir, exist_ok=True)
+    for entry in results.values():
+        shutil.copy2(entry["path"], os.path.join(output_dir, os.path.basename(entry["path"])))
+    summary = {n: {"path": e["path"], "stats": e["stats"]} for n, e in results.items()}
+    atomic_write_json(os.path.join(output_dir, "pretrain_summary.json"), summary, indent=1)
