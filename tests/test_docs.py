@@ -28,7 +28,7 @@ README_MAX_LINES = 200
 # Paths a page names that are not in the tree on purpose: what a command generates, or what the reader
 # writes (the tutorial's own config and data).
 GENERATED_PREFIXES = (
-    "output/", "datasets/world/", "datasets/world_wide/", "tools/gpu_check/wheels", "dev/gpu_check/wheels",
+    "output/", "datasets/world/", "datasets/world_wide/", "dev/gpu_check/wheels",
     "configs/my.yaml", "data/my/",
 )
 REPO_DIRS = ("projects", "configs", "tools", "tests", "datasets", "benchmarks", "docs", "dev")
