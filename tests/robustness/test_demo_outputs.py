@@ -159,3 +159,12 @@ def test_help_is_instant_and_a_subprocess_failure_has_no_traceback(tmp_path):
     elapsed = time.perf_counter() - start
     assert proc.returncode == 0 and "--allow-output-in-input" in proc.stdout
     assert elapsed < 3.0, elapsed  # no torch / Detectron2 import (6 s before)
+
+
+def test_the_tools_choices_and_extensions_are_the_packages():
+    """tools/demo.py keeps its --help instant with its own copies of these; they must not drift."""
+    from gridclip.demo.outputs import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+    from gridclip.vocabulary import BUILTIN_VOCABULARIES
+
+    assert demo.IMAGE_EXTENSIONS == IMAGE_EXTENSIONS and demo.VIDEO_EXTENSIONS == VIDEO_EXTENSIONS
+    assert set(demo.VOCABULARIES) == set(BUILTIN_VOCABULARIES) | {"custom"}

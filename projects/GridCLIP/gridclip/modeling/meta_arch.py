@@ -25,7 +25,6 @@ from .head import ClassifierFCOSHead, GridCLIPHead, TextEmbeddingClassifier
 from .image_head import ImageEmbeddingHead, teacher_embed_dim
 from .losses import BOX_REG_WEIGHTINGS, centerness_weighted_box_reg_loss, gridclip_loss, image_alignment_loss
 from .text import cache as text_cache
-from .text.files import check_text_embeddings, load_text_embeddings_file
 from ..vocabulary import resolve_train_test_vocabularies, resolve_train_vocabulary, validate_vocabulary
 
 __all__ = ["GridCLIP"]
@@ -349,24 +348,9 @@ class GridCLIP(FCOS):
         if not self.grid_align:
             self._check_closed_vocabulary(names)
             return
-        clip_model_name = self.text_encoder["clip_model_name"] if self.text_encoder else None
-        if text_embeddings is None:
-            if self.text_encoder is None:
-                raise ValueError(
-                    "set_vocabulary: this model was built without a CLIP text encoder setting; pass "
-                    "text_embeddings (a [K, D] tensor or a file)."
-                )
-            embeddings = text_cache.load_text_embeddings(names, **self.text_encoder)
-            source = f"{clip_model_name} text tower"
-        elif isinstance(text_embeddings, str):
-            embeddings = load_text_embeddings_file(
-                text_embeddings, expected_names=names, expected_model=clip_model_name,
-                expected_dim=self.classifier.embed_dim,
-            )
-            source = text_embeddings
-        else:
-            embeddings, source = text_embeddings, "set_vocabulary(text_embeddings=...)"
-        check_text_embeddings(embeddings, len(names), self.classifier.embed_dim, source)
+        embeddings, source = text_cache.vocabulary_text_embeddings(
+            names, text_embeddings, self.text_encoder, self.classifier.embed_dim
+        )
         self.classifier.set_test_embeddings(embeddings, source)
         self.test_class_names = names
         self._test_vocabulary_pending = False

@@ -24,7 +24,13 @@ from .encoding import clip_text_embed_dim, encode_text_embeddings, resolve_devic
 from .files import check_text_embeddings, load_text_embeddings_file, save_text_embeddings
 from .prompts import check_prompt_context, resolve_templates
 
-__all__ = ["text_encoder_settings", "default_cache_dir", "text_embeddings_cache_path", "load_text_embeddings"]
+__all__ = [
+    "text_encoder_settings",
+    "default_cache_dir",
+    "text_embeddings_cache_path",
+    "load_text_embeddings",
+    "vocabulary_text_embeddings",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -160,3 +166,39 @@ def load_text_embeddings(class_names, clip_model_name, pretrained, templates="vi
         )
         logger.info(f"Cached text embeddings at {path}")
     return embeddings
+
+
+def vocabulary_text_embeddings(class_names, text_embeddings=None, text_encoder=None, embed_dim=None):
+    """
+    The text embeddings of a vocabulary from any of their sources, checked against it.
+
+    Args:
+        class_names (list[str]): the K (validated) names.
+        text_embeddings: a [K, D] tensor, a file (:func:`~gridclip.modeling.text.files.load_text_embeddings_file`
+            formats: its recorded names and model must match), or None to build them (cached) with
+            :func:`load_text_embeddings` and ``text_encoder``.
+        text_encoder (dict or None): :func:`load_text_embeddings` keyword arguments besides the names
+            (:func:`text_encoder_settings`); None = embeddings must be given.
+        embed_dim (int or None): the required D.
+
+    Returns:
+        (Tensor [K, D], str): the embeddings and where they come from (for error messages).
+    """
+    clip_model_name = text_encoder["clip_model_name"] if text_encoder else None
+    if text_embeddings is None:
+        if text_encoder is None:
+            raise ValueError(
+                "set_vocabulary: this model was built without a CLIP text encoder setting; pass "
+                "text_embeddings (a [K, D] tensor or a file)."
+            )
+        embeddings = load_text_embeddings(class_names, **text_encoder)
+        source = f"{clip_model_name} text tower"
+    elif isinstance(text_embeddings, str):
+        embeddings = load_text_embeddings_file(
+            text_embeddings, expected_names=class_names, expected_model=clip_model_name, expected_dim=embed_dim,
+        )
+        source = text_embeddings
+    else:
+        embeddings, source = text_embeddings, "set_vocabulary(text_embeddings=...)"
+    check_text_embeddings(embeddings, len(class_names), embed_dim, source)
+    return embeddings, source
