@@ -49,6 +49,18 @@ def test_cosine_logits_equal_scaled_cosine_plus_bias():
     assert [n for n, _ in fixed.named_parameters()] == ["bias"]
 
 
+def test_inference_form_equals_eq3_per_level():
+    """``inference_logits`` (scale folded into T, one addmm per level) gives ``forward``'s test-vocabulary logits."""
+    torch.manual_seed(0)
+    classifier = TextEmbeddingClassifier(torch.randn(5, 16), torch.randn(7, 16), logit_scale_init=20.0).eval()
+    levels = [torch.randn(2, r, 16) for r in (30, 12, 3)]
+    folded = classifier.inference_logits(levels)
+    reference = classifier(torch.cat(levels, dim=1)).split([30, 12, 3], dim=1)
+    for got, expected in zip(folded, reference):
+        assert got.shape == expected.shape
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_training_and_test_vocabularies_are_separate_and_not_checkpointed():
     train, test = torch.randn(3, 16), torch.randn(8, 16)
     classifier = TextEmbeddingClassifier(train, test)

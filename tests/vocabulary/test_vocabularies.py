@@ -138,3 +138,40 @@ def test_non_string_spec_refused_and_lists_validated():
     assert V.resolve_vocabulary(["cat", " dog "]) == ["cat", "dog"]  # a list goes through the same check
     with pytest.raises(ValueError, match="duplicate"):
         V.resolve_vocabulary(["cat", "Cat"])
+
+
+def test_vocabulary_is_the_bottom_and_modeling_never_imports_data():
+    """gridclip.vocabulary imports nothing from gridclip.modeling or gridclip.data; gridclip.modeling
+    nothing from gridclip.data (every import statement, at any depth in the file)."""
+    import ast
+    import os
+
+    import gridclip
+
+    package = os.path.dirname(gridclip.__file__)
+
+    def imported_subpackages(folder):
+        found = set()
+        for root, _, files in os.walk(os.path.join(package, folder)):
+            for name in files:
+                if not name.endswith(".py"):
+                    continue
+                path = os.path.join(root, name)
+                here = os.path.relpath(root, package).split(os.sep)  # the module's package, under gridclip
+                for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+                    if isinstance(node, ast.ImportFrom) and node.level:
+                        base = here[: len(here) - (node.level - 1)] if node.level > 1 else here
+                        target = base + (node.module.split(".") if node.module else [])
+                    elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("gridclip."):
+                        target = node.module.split(".")[1:]
+                    elif isinstance(node, ast.Import):
+                        target = next((a.name.split(".")[1:] for a in node.names if a.name.startswith("gridclip.")), [])
+                    else:
+                        continue
+                    if target:
+                        found.add((target[0], os.path.relpath(path, package)))
+        return found
+
+    assert {f for top, f in imported_subpackages("vocabulary") if top in ("modeling", "data")} == set()
+    assert {f for top, f in imported_subpackages("modeling") if top == "data"} == set()
+
