@@ -331,7 +331,10 @@ class GridCLIPPredictor:
                 model's CLIP text tower, cached).
         """
         names = resolve_vocabulary(text_names) if text_names is not None else validate_vocabulary([], "rescore")
-        embeddings = self.text_embeddings(names) if text_embeddings is None else torch.as_tensor(text_embeddings)
+        if text_embeddings is None:  # names validated above: no second check
+            embeddings = text_cache.load_text_embeddings(names, **self.model.text_encoder)
+        else:
+            embeddings = torch.as_tensor(text_embeddings)
         if embeddings.shape != (len(names), self.embed_dim):
             raise ValueError(
                 f"rescore: text embeddings have shape {tuple(embeddings.shape)}, expected "
