@@ -238,6 +238,8 @@ def add_gridclip_config(cfg):
     # Which evaluator; default "" = by dataset name: lvis → LVISEvaluator, coco → COCOEvaluator, voc →
     # PascalVOCDetectionEvaluator.
     _C.TEST.EVALUATOR = ""
+    # LVIS box AP backend, same numbers: "faster" (arrays + faster-coco-eval) or "lvis" (lvis-api, the reference).
+    _C.TEST.LVIS_EVAL_BACKEND = "faster"
     return cfg
 
 

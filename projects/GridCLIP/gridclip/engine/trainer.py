@@ -76,6 +76,7 @@ def build_evaluator(cfg, dataset_name, output_folder=None):
             dataset_name, tasks=("bbox",), output_dir=output_folder,
             max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
             vocabulary=resolve_vocabulary(cfg.MODEL.GRIDCLIP.TEST_VOCABULARY, dataset_name),
+            backend=cfg.TEST.LVIS_EVAL_BACKEND,
         )
     if evaluator_type == "coco":
         # Detectron2's fast COCO evaluator (same numbers as pycocotools, faster accumulate) is a compiled

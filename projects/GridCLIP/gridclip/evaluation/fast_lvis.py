@@ -36,11 +36,11 @@ DEFAULT_CHUNK_BOXES = 400_000
 DEFAULT_CHUNK_CATEGORIES = 64
 
 
-def _lvis_params(lvis_gt, max_dets, cat_ids):
+def _lvis_params(lvis_gt, cat_ids):
+    """``LVISEval``'s params (its ``max_dets`` stays 300, a label only: the limit is ``LVISResults``')."""
     from lvis.eval import Params
 
     params = Params(iou_type="bbox")
-    params.max_dets = max_dets
     params.img_ids = sorted(lvis_gt.get_img_ids())
     params.cat_ids = sorted(cat_ids) if cat_ids is not None else sorted(lvis_gt.get_cat_ids())
     return params
@@ -155,7 +155,7 @@ def _lvis_first_precision(precision, precision_pow2, num_gt):
     precision[fix] = LVIS_FIRST_TP_PRECISION
 
 
-def _evaluate_chunk(params, images, gt_anns, dets, categories, num_gt):
+def _evaluate_chunk(params, images, gt_anns, dets, categories, num_gt, max_dets):
     """faster-coco-eval (lvis_style) on one chunk: ([T, R, K, A] precision, [T, K, A] recall), lvis-api's values."""
     from faster_coco_eval import COCO
     from faster_coco_eval.core.faster_eval_api import COCOeval_faster
@@ -171,7 +171,7 @@ def _evaluate_chunk(params, images, gt_anns, dets, categories, num_gt):
     p.catIds = [int(c) for c in cat_ids]
     p.iouThrs = params.iou_thrs
     p.recThrs = params.rec_thrs
-    p.maxDets = [params.max_dets if params.max_dets >= 0 else 10 ** 9]
+    p.maxDets = [max_dets if max_dets >= 0 else 10 ** 9]  # a per-image limit is also one per image and category
     p.areaRng = [list(r) for r in params.area_rng]
     p.areaRngLbl = list(params.area_rng_lbl)
     evaluator.evaluate()
@@ -290,7 +290,7 @@ def evaluate_lvis_boxes(lvis_gt, detections, max_dets=300, cat_ids=None, chunk_b
     import time
 
     start = time.perf_counter()
-    params = _lvis_params(lvis_gt, max_dets, cat_ids)
+    params = _lvis_params(lvis_gt, cat_ids)
     img_ids, cat_ids = params.img_ids, params.cat_ids
     num_cats = len(cat_ids)
     gt_anns, gt_image, gt_cat = _ground_truth_arrays(lvis_gt, img_ids, cat_ids)
@@ -348,7 +348,7 @@ def evaluate_lvis_boxes(lvis_gt, detections, max_dets=300, cat_ids=None, chunk_b
             ))
         ]
         categories = [{"id": c, "frequency": lvis_gt.cats[c]["frequency"]} for c in cat_ids[k0:k1]]
-        p, r = _evaluate_chunk(params, images, chunk_gt, chunk_dt, categories, num_gt[k0:k1])
+        p, r = _evaluate_chunk(params, images, chunk_gt, chunk_dt, categories, num_gt[k0:k1], max_dets)
         precision[:, :, k0:k1, :] = p
         recall[:, k0:k1, :] = r
         del chunk_gt, chunk_dt

@@ -77,6 +77,17 @@ class LVISShapedBlock:
     def __len__(self):
         return len(self.image_id)
 
+    def head(self, n):
+        """The block's first ``n`` images (and their annotations)."""
+        if n >= len(self):
+            return self
+        keep = self.ann_image < n
+        return LVISShapedBlock(
+            image_id=self.image_id[:n], width=self.width[:n], height=self.height[:n],
+            ann_image=self.ann_image[keep], ann_category=self.ann_category[keep], ann_bbox=self.ann_bbox[keep],
+            ann_area=self.ann_area[keep], neg=self.neg[:n], not_exhaustive=self.not_exhaustive[:n],
+        )
+
     def images_json(self):
         return [
             {"id": int(i), "width": int(w), "height": int(h), "file_name": f"{int(i):012d}.jpg",
@@ -110,7 +121,9 @@ def _sample_without_replacement(rng, log_p, counts):
     return [top[i, : counts[i]] for i in range(n)]
 
 
-def _block(seed, split, block_index, num_images, cat_ids, log_p):
+def _block(seed, split, block_index, cat_ids, log_p):
+    """A full block of :data:`BLOCK` images (a shorter one is its head: the same first images)."""
+    num_images = BLOCK
     rng = np.random.default_rng([seed, _SPLIT_SEED[split], block_index])
     first = block_index * BLOCK
     image_id = np.arange(first + 1, first + num_images + 1, dtype=np.int64)
@@ -155,17 +168,27 @@ def _block(seed, split, block_index, num_images, cat_ids, log_p):
     )
 
 
-def lvis_shaped_blocks(num_images, seed=0, split="val", categories=None):
-    """Yield the :class:`LVISShapedBlock` s of ``num_images`` generated images (blocks of :data:`BLOCK`)."""
+def _category_log_p(cats, count_exponent):
+    p = np.array([c["image_count"] for c in cats], np.float64) ** count_exponent
+    return np.array([c["id"] for c in cats], np.int64), np.log(p / p.sum())
+
+
+def lvis_shaped_blocks(num_images, seed=0, split="val", categories=None, count_exponent=1.0):
+    """
+    Yield the :class:`LVISShapedBlock` s of ``num_images`` generated images (blocks of :data:`BLOCK`).
+
+    Args:
+        categories (list[dict] or None): a subset of Detectron2's ``LVIS_CATEGORIES`` (default all).
+        count_exponent (float): categories are drawn with probability ~ image_count ** count_exponent
+            (1 = LVIS's; smaller flattens, so that a small test set holds rare categories).
+    """
     cats = lvis_v1_categories(categories)
-    cat_ids = np.array([c["id"] for c in cats], np.int64)
-    p = np.array([c["image_count"] for c in cats], np.float64)
-    log_p = np.log(p / p.sum())
+    cat_ids, log_p = _category_log_p(cats, count_exponent)
     for b in range((num_images + BLOCK - 1) // BLOCK):
-        yield _block(seed, split, b, min(BLOCK, num_images - b * BLOCK), cat_ids, log_p)
+        yield _block(seed, split, b, cat_ids, log_p).head(num_images - b * BLOCK)
 
 
-def write_lvis_shaped_json(path, num_images, seed=0, split="val", categories=None):
+def write_lvis_shaped_json(path, num_images, seed=0, split="val", categories=None, count_exponent=1.0):
     """
     Write an LVIS v1 format json of ``num_images`` generated images to ``path`` (streamed: memory stays
     at one block). Loadable by ``lvis.LVIS`` and Detectron2's ``load_lvis_json``.
@@ -180,10 +203,10 @@ def write_lvis_shaped_json(path, num_images, seed=0, split="val", categories=Non
     with open(tmp, "w") as f:
         f.write('{"info": {"description": "LVIS-v1-shaped generated annotations (gridclip)"}, "licenses": [], ')
         f.write('"categories": ' + json.dumps(cats) + ', "images": [')
-        for b, block in enumerate(lvis_shaped_blocks(num_images, seed, split, categories)):
+        for b, block in enumerate(lvis_shaped_blocks(num_images, seed, split, categories, count_exponent)):
             f.write((", " if b else "") + json.dumps(block.images_json())[1:-1])
         f.write('], "annotations": [')
-        for block in lvis_shaped_blocks(num_images, seed, split, categories):
+        for block in lvis_shaped_blocks(num_images, seed, split, categories, count_exponent):
             anns = block.annotations_json(first_id=n_anns + 1)
             if anns:
                 f.write((", " if n_anns else "") + json.dumps(anns)[1:-1])
@@ -194,6 +217,7 @@ def write_lvis_shaped_json(path, num_images, seed=0, split="val", categories=Non
 
 
 def _block_detections(block, seed, block_index, quality, dets_per_image, cat_ids, log_p, score_decimals):
+    """Detections of a full block's images (keep those of its head with ``image_id``)."""
     rng = np.random.default_rng([seed, 7, block_index])
     n, m = len(block), len(block.ann_image)
     recall = 0.2 + 0.75 * quality
@@ -258,9 +282,9 @@ def _block_detections(block, seed, block_index, quality, dets_per_image, cat_ids
 
 
 def lvis_shaped_detections(num_images, seed=0, quality=0.5, dets_per_image=300, split="val", categories=None,
-                           score_decimals=None):
+                           score_decimals=None, count_exponent=1.0):
     """
-    Detections for the images of ``write_lvis_shaped_json(num_images, seed, split)``.
+    Detections for the images of ``write_lvis_shaped_json(num_images, seed, split, categories, count_exponent)``.
 
     Args:
         quality (float): 0 = poor (low recall, loose boxes, many confusions) .. 1 = near perfect.
@@ -270,11 +294,11 @@ def lvis_shaped_detections(num_images, seed=0, quality=0.5, dets_per_image=300, 
     Returns:
         CompactDetections: ``category_id`` = LVIS category ids, in image order.
     """
-    cats = lvis_v1_categories(categories)
-    cat_ids = np.array([c["id"] for c in cats], np.int64)
-    p = np.array([c["image_count"] for c in cats], np.float64)
-    log_p = np.log(p / p.sum())
-    return CompactDetections.concatenate([
-        _block_detections(block, seed, b, quality, dets_per_image, cat_ids, log_p, score_decimals)
-        for b, block in enumerate(lvis_shaped_blocks(num_images, seed, split, categories))
-    ])
+    cat_ids, log_p = _category_log_p(lvis_v1_categories(categories), count_exponent)
+    parts = []
+    for b in range((num_images + BLOCK - 1) // BLOCK):
+        block = _block(seed, split, b, cat_ids, log_p)
+        d = _block_detections(block, seed, b, quality, dets_per_image, cat_ids, log_p, score_decimals)
+        keep = d.image_id <= block.image_id[min(BLOCK, num_images - b * BLOCK) - 1]
+        parts.append(CompactDetections(d.image_id[keep], d.category_id[keep], d.bbox[keep], d.score[keep]))
+    return CompactDetections.concatenate(parts)
