@@ -17,7 +17,7 @@ import torch
 pytestmark = [
     pytest.mark.cuda,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none here); "
-                       "tools/gpu_check/run.py runs it on the lent GPU"),
+                       "dev/gpu_check/run.py runs it on the lent GPU"),
 ]
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -73,9 +73,9 @@ def trained(tmp_path_factory):
 
 def test_train_net_trains_checkpoints_and_evaluates_on_cuda(trained, cuda_report):
     workdir, output_dir, log = trained
-    from gridclip.data.synthetic import synthetic_lvis_paths
+    from gridclip.world import world_dataset_paths
 
-    assert os.path.isfile(synthetic_lvis_paths(workdir / "datasets" / "synthetic_lvis")["val_json"])
+    assert os.path.isfile(world_dataset_paths(workdir / "datasets" / "world")["val_json"])
     assert (output_dir / "model_0000029.pth").is_file() and (output_dir / "model_final.pth").is_file()
     checkpoint = torch.load(output_dir / "model_final.pth", map_location="cpu", weights_only=True)
     assert checkpoint["iteration"] == 59
@@ -129,9 +129,9 @@ def test_predictor_on_cuda_equals_cpu(trained, monkeypatch, cuda_report):
     workdir, output_dir, _ = trained
     monkeypatch.setenv("DETECTRON2_DATASETS", str(workdir / "datasets"))
     monkeypatch.setenv("GRIDCLIP_CACHE", str(workdir / "cache"))
-    from gridclip.data.synthetic import synthetic_lvis_paths
+    from gridclip.world import world_dataset_paths
 
-    val_images = synthetic_lvis_paths(workdir / "datasets" / "synthetic_lvis")["val_images"]
+    val_images = world_dataset_paths(workdir / "datasets" / "world")["val_images"]
     paths = [os.path.join(val_images, name) for name in sorted(os.listdir(val_images))[:4]]
     assert len(paths) == 4
     weights = str(output_dir / "model_final.pth")
