@@ -28,5 +28,7 @@ from .modeling import clip_configs  # noqa: E402,F401  (registers the tiny open_
 from .data import datasets  # noqa: E402,F401  (registers the LVIS open-vocabulary datasets)
 from .modeling import meta_arch  # noqa: E402,F401  (registers GridCLIP and its backbones)
 from .predictor import GridCLIPPredictor  # noqa: E402  (the Python inference API)
+from .exemplars import Exemplar  # noqa: E402  (image exemplars as vocabulary entries)
+from .pretrained import save_pretrained  # noqa: E402  (self-describing weights folders)
 
 __version__ = "0.1.0"

@@ -38,6 +38,8 @@ from detectron2.structures import Boxes, Instances
 from .checkpoint import TEST_VOCABULARY_KEY, VOCABULARY_KEY, GridCLIPCheckpointer
 from .config import get_gridclip_cfg
 from .data.mapper import read_image as decode_image
+from .exemplars import has_exemplars, split_vocabulary, vocabulary_embeddings
+from .pretrained import read_weights
 from .modeling.meta_arch import GridCLIP
 from .modeling.text import cache as text_cache
 from .vocabulary import resolve_vocabulary, validate_vocabulary
@@ -169,11 +171,14 @@ class GridCLIPPredictor:
             require_complete=True,
         )
         weights_path = self.cfg.MODEL.WEIGHTS
-        checkpoint = checkpointer.read(weights_path) if weights_path else None
+        checkpoint = read_weights(checkpointer, weights_path) if weights_path else None
         #: the training vocabulary stored in the checkpoint (None: not a GridCLIP checkpoint / no weights)
         self.checkpoint_train_class_names = (
             list(checkpoint[VOCABULARY_KEY]) if checkpoint and VOCABULARY_KEY in checkpoint else None
         )
+        exemplar_vocabulary = vocabulary if has_exemplars(vocabulary) else None
+        if exemplar_vocabulary is not None:  # built for its names; the exemplars are embedded by the model below
+            vocabulary = split_vocabulary(exemplar_vocabulary)[0]
         names = self._initial_vocabulary(vocabulary, checkpoint)
         # Built for ``names`` alone (training and test vocabulary): no dataset is read and text embeddings
         # are built (or read from the cache) for these names only. With grid alignment no weight depends
@@ -192,6 +197,22 @@ class GridCLIPPredictor:
         self.input_format = self.cfg.INPUT.FORMAT
         if self.input_format not in ("RGB", "BGR"):
             raise ValueError(f"INPUT.FORMAT must be 'RGB' or 'BGR' for GridCLIPPredictor, got {self.input_format!r}.")
+        if exemplar_vocabulary is not None:
+            self.set_vocabulary(exemplar_vocabulary)
+
+    @classmethod
+    def from_pretrained(cls, folder_or_hub_id, device=None, vocabulary=None, confidence_threshold=None, **kwargs):
+        """A predictor from a weights folder or a model-hub id (:func:`gridclip.pretrained.load_pretrained`)."""
+        from .pretrained import load_pretrained
+
+        return load_pretrained(folder_or_hub_id, device=device, vocabulary=vocabulary,
+                               confidence_threshold=confidence_threshold, predictor_class=cls, **kwargs)
+
+    def save_pretrained(self, folder, **kwargs) -> str:
+        """Write this predictor's model as a weights folder (:func:`gridclip.pretrained.save_pretrained`)."""
+        from .pretrained import save_pretrained
+
+        return save_pretrained(self, folder, **kwargs)
 
     def _initial_vocabulary(self, vocabulary, checkpoint) -> List[str]:
         """The validated class names to build the model for (see the class doc for the order)."""
@@ -237,8 +258,13 @@ class GridCLIPPredictor:
         """
         Use ``vocabulary`` (names or a spec string, see the class doc) from now on. Text embeddings
         are built with the model's CLIP text tower (cached) unless ``text_embeddings`` ([K, D] or a
-        file) is given. Returns the resolved names.
+        file) is given. Returns the resolved names. A list may mix names and
+        :class:`gridclip.Exemplar` entries (:mod:`gridclip.exemplars`).
         """
+        if has_exemplars(vocabulary):
+            names, text_embeddings = vocabulary_embeddings(self, vocabulary, text_embeddings)
+            self.model.set_vocabulary(names, text_embeddings)
+            return list(names)
         names = resolve_vocabulary(vocabulary)
         self.model.set_vocabulary(names, text_embeddings)
         return list(names)
@@ -330,6 +356,8 @@ class GridCLIPPredictor:
             text_embeddings: optional [K, D] embeddings of ``text_names`` (default: built with the
                 model's CLIP text tower, cached).
         """
+        if has_exemplars(text_names):  # exemplar rows: the model's grid embeddings at their boxes
+            text_names, text_embeddings = vocabulary_embeddings(self, text_names, text_embeddings)
         names = resolve_vocabulary(text_names) if text_names is not None else validate_vocabulary([], "rescore")
         if text_embeddings is None:  # names validated above: no second check
             embeddings = text_cache.load_text_embeddings(names, **self.model.text_encoder)
