@@ -3,11 +3,11 @@ Vocabularies: the ordered lists of category names a GridCLIP classifier scores, 
 
 The bottom of the package: nothing here imports ``gridclip.modeling`` or ``gridclip.data``.
 
-- :mod:`.names`: the one name normaliser (``clean_category_name``, the form the text prompts see
-  and names are compared by), ``clean_name`` and ``validate_vocabulary`` (the one check of every
-  vocabulary, duplicates included);
+- :mod:`.names`: the one name normaliser (``clean_category_name``, the form the text prompts see),
+  ``text_encoder_form`` (the form the tokenizer finally sees, by which duplicates are found),
+  ``clean_name`` and ``validate_vocabulary`` (the one check of every vocabulary, duplicates included);
 - :mod:`.builtin`: the LVIS v1, LVIS base, COCO and VOC lists;
-- :mod:`.files`: custom vocabularies (a text file, or comma-separated names);
+- :mod:`.files`: custom vocabularies (a regular text file under a size cap, or comma-separated names);
 - :mod:`.resolve`: spec -> names (``resolve_vocabulary``) and a config's training and test
   vocabularies.
 """
@@ -20,13 +20,14 @@ from .builtin import (
     voc_class_names,
 )
 from .files import parse_custom_vocabulary, read_vocabulary_file
-from .names import clean_category_name, clean_name, validate_vocabulary
+from .names import clean_category_name, clean_name, text_encoder_form, validate_vocabulary
 from .resolve import resolve_train_test_vocabularies, resolve_train_vocabulary, resolve_vocabulary
 
 __all__ = [
     "BUILTIN_VOCABULARIES",
     "clean_category_name",
     "clean_name",
+    "text_encoder_form",
     "validate_vocabulary",
     "resolve_vocabulary",
     "resolve_train_vocabulary",

@@ -2,14 +2,19 @@
 Custom vocabularies: a text file with one name per line, or a comma-separated list of names.
 
 A spec that looks like a file path but names no existing file is an error, never a one-class
-vocabulary named after the path.
+vocabulary named after the path. A vocabulary file must be a regular file of at most
+``MAX_VOCABULARY_FILE_BYTES``: a FIFO, a device (``/dev/zero``) or a socket is refused without
+reading (opening a FIFO would wait for a writer for ever), and at most the cap + 1 bytes are ever read.
 """
 import os
 import re
+import stat
 
 from .names import clean_name, validate_vocabulary
 
-__all__ = ["COMMENT_PREFIX", "looks_like_path", "read_vocabulary_file", "parse_custom_vocabulary"]
+__all__ = [
+    "COMMENT_PREFIX", "MAX_VOCABULARY_FILE_BYTES", "looks_like_path", "read_vocabulary_file", "parse_custom_vocabulary",
+]
 
 # Extensions that mark a spec as a file path even when the file does not exist (to name it).
 _VOCABULARY_FILE_EXTENSIONS = (".txt", ".csv", ".names", ".lst")
@@ -17,6 +22,51 @@ _VOCABULARY_FILE_EXTENSIONS = (".txt", ".csv", ".names", ".lst")
 _FILE_LIKE = re.compile(r"\.[A-Za-z][A-Za-z0-9]{0,5}$")
 #: lines of a vocabulary file starting with this are comments
 COMMENT_PREFIX = "#"
+#: the largest vocabulary file read (LVIS's 1203 names take 14 KB; 16 MiB is over a million names)
+MAX_VOCABULARY_FILE_BYTES = 16 * 1024 * 1024
+
+
+def _file_kind(mode):
+    for test, kind in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _read_regular_file(path, max_bytes=MAX_VOCABULARY_FILE_BYTES):
+    """
+    The bytes of ``path`` if it is a regular file of at most ``max_bytes``. Opened non-blocking and
+    checked with ``fstat`` on the open descriptor (no window for the path to change in between), so a
+    FIFO never blocks; at most ``max_bytes + 1`` bytes are read, so a file that grows is caught too.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    folder = f"Vocabulary file {path} is a folder; give a text file with one name per line."
+    try:
+        fd = os.open(path, flags)
+    except IsADirectoryError:
+        raise IsADirectoryError(folder) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(folder)
+        if not stat.S_ISREG(mode):
+            raise ValueError(
+                f"Vocabulary file {path} is {_file_kind(mode)}, not a regular file; give a text file with one "
+                "name per line."
+            )
+        with os.fdopen(fd, "rb") as f:
+            fd = None  # closed by f
+            data = f.read(max_bytes + 1)
+    finally:
+        if fd is not None:
+            os.close(fd)
+    if len(data) > max_bytes:
+        raise ValueError(
+            f"Vocabulary file {path} is larger than {max_bytes} bytes ({max_bytes // 2**20} MiB), too large to be "
+            "a list of category names; give a text file with one name per line."
+        )
+    return data
 
 
 def looks_like_path(text):
@@ -35,15 +85,14 @@ def read_vocabulary_file(path):
     """
     Names from a text file, one per line: UTF-8 (a byte-order mark is ignored), blank lines and lines
     starting with ``#`` skipped, each name cleaned and the whole list validated
-    (:func:`~gridclip.vocabulary.names.validate_vocabulary`).
+    (:func:`~gridclip.vocabulary.names.validate_vocabulary`). Only a regular file of at most
+    ``MAX_VOCABULARY_FILE_BYTES`` is read (a FIFO, a device or a larger file is a ValueError naming it).
     """
+    data = _read_regular_file(path)
     try:
-        with open(path, encoding="utf-8-sig") as f:
-            lines = f.read().splitlines()
+        lines = data.decode("utf-8-sig").splitlines()
     except UnicodeDecodeError as e:
         raise ValueError(f"Vocabulary file {path} is not UTF-8 text ({e.reason} at byte {e.start}).") from None
-    except IsADirectoryError:
-        raise IsADirectoryError(f"Vocabulary file {path} is a folder; give a text file with one name per line.") from None
     names = []
     for line in lines:
         name = clean_name(line)

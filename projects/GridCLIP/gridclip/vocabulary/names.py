@@ -5,13 +5,22 @@ Two views of a name:
 
 - :func:`clean_name`: the name as typed, minus what the eye does not see (invisible characters,
   odd spaces). This is the name a vocabulary stores and a result prints.
-- :func:`clean_category_name`: ViLD's cleaning, the form the text prompts see. Two names with the
-  same cleaned form are the same category: :func:`validate_vocabulary` refuses them as duplicates,
-  and a dataset's classes are matched to a vocabulary by it.
+- :func:`clean_category_name`: ViLD's cleaning, the form the text prompts see; a dataset's classes
+  are matched to a vocabulary by it.
+- :func:`text_encoder_form`: the name as the CLIP text encoder finally sees it (Unicode compatibility
+  normalisation, ViLD's cleaning, then open_clip's tokenizer cleaning). Two names with the same form
+  tokenise identically, so they are the same category: :func:`validate_vocabulary` refuses them as
+  duplicates (``"ｒｅｄ solid circle"`` and ``"red solid circle"``).
 """
+import html
+import re
 import unicodedata
 
-__all__ = ["clean_name", "clean_category_name", "validate_vocabulary"]
+import ftfy
+
+__all__ = ["clean_name", "clean_category_name", "text_encoder_form", "validate_vocabulary"]
+
+_PLAIN_ASCII = re.compile(r"[ -%'-~]*").fullmatch
 
 
 def clean_name(name):
@@ -47,6 +56,22 @@ def clean_category_name(name):
     return cleaned.rstrip(".").strip()
 
 
+def text_encoder_form(name):
+    """
+    The name as CLIP's text encoder sees it: NFKC (compatibility) normalisation (full-width letters,
+    ligatures, superscripts -> plain characters), ViLD's cleaning (:func:`clean_category_name`), then
+    open_clip's tokenizer cleaning (``basic_clean``: ``ftfy.fix_text`` and HTML unescaping twice;
+    ``whitespace_clean``; lower case), NFKC again. Names with the same form give the same tokens.
+
+    Examples: ``"ｒｅｄ solid circle"`` -> ``"red solid circle"``, ``"Fish &amp; Chips"`` -> ``"fish & chips"``.
+    """
+    text = clean_category_name(unicodedata.normalize("NFKC", name))
+    if not _PLAIN_ASCII(text):  # printable ASCII without '&' is what ftfy and unescaping leave unchanged
+        text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()  # open_clip.tokenizer.basic_clean
+    text = " ".join(text.split()).lower()  # open_clip.tokenizer.whitespace_clean + the "lower" clean_fn
+    return unicodedata.normalize("NFKC", text).rstrip(".").strip()
+
+
 def validate_vocabulary(names, source="the vocabulary"):
     """
     The one check every vocabulary goes through, whatever its source (CLI, file, config, Python
@@ -56,8 +81,8 @@ def validate_vocabulary(names, source="the vocabulary"):
     (:func:`clean_name`). Refused, with a message naming ``source`` and the offending entries: an
     empty vocabulary, a bare string (a spec, not a list: use ``resolve_vocabulary``), ``None`` or
     other non-strings, names that are empty after cleaning, and duplicates (names compared as the
-    text prompts see them, :func:`clean_category_name`: stripped, lower-cased, ``_`` → space,
-    trailing dots removed).
+    text encoder sees them, :func:`text_encoder_form`: compatibility-normalised (full-width letters),
+    stripped, lower-cased, ``_`` → space, trailing dots removed, the tokenizer's own cleaning).
 
     Returns:
         list[str]: the cleaned names, in order.
@@ -80,7 +105,7 @@ def validate_vocabulary(names, source="the vocabulary"):
             f"{', '.join(not_strings[:10])}{' ...' if len(not_strings) > 10 else ''}."
         )
     cleaned = [clean_name(name) for name in names]
-    empty = [i for i, name in enumerate(cleaned) if not clean_category_name(name)]
+    empty = [i for i, name in enumerate(cleaned) if not text_encoder_form(name)]
     if empty:
         raise ValueError(
             f"The vocabulary from {source} has empty category names at positions {empty} "
@@ -89,7 +114,7 @@ def validate_vocabulary(names, source="the vocabulary"):
     first_seen = {}
     duplicates = []
     for name in cleaned:
-        key = clean_category_name(name)
+        key = text_encoder_form(name)
         if key in first_seen:
             duplicates.append(
                 repr(name) if first_seen[key] == name else f"{first_seen[key]!r} / {name!r}"
@@ -99,7 +124,8 @@ def validate_vocabulary(names, source="the vocabulary"):
     if duplicates:
         raise ValueError(
             f"The vocabulary from {source} has duplicate category names: {', '.join(duplicates)}. "
-            "Each category needs a distinct name (names are compared after stripping, lower-casing "
-            "and '_' → ' ', as the text prompts see them)."
+            "Each category needs a distinct name (names are compared as the text encoder sees them: after "
+            "Unicode compatibility normalisation such as full-width -> plain letters, stripping, lower-casing "
+            "and '_' → ' ')."
         )
     return cleaned
