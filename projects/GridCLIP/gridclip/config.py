@@ -16,6 +16,8 @@ import os
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
+from .config_checks import check_base_chain
+
 __all__ = ["add_gridclip_config", "get_gridclip_cfg", "CLIP_PIXEL_MEAN", "CLIP_PIXEL_STD"]
 
 # CLIP's normalisation in Detectron2's 0-255 RGB convention (mean/std of CLIP's preprocess × 255).
@@ -253,6 +255,7 @@ def get_gridclip_cfg(config_file=None, opts=()):
         config_file = os.fspath(config_file)
         if not os.path.isfile(config_file):
             raise FileNotFoundError(f"GridCLIP config file not found: {config_file}")
+        check_base_chain(config_file)  # a _BASE_ cycle or missing base: one line, not a RecursionError
         cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts or ()))
     return cfg

@@ -20,6 +20,7 @@ from detectron2.utils.logger import setup_logger
 from ..checkpoint import GridCLIPCheckpointer
 from ..tool_errors import ToolError, check_writable_dir
 from ..config import get_gridclip_cfg
+from ..config_checks import ConfigValueError, check_config
 from ..data.datasets import register_config_datasets
 from .launch import launch
 from .trainer import GridCLIPTrainer, register_generated_datasets
@@ -79,6 +80,10 @@ def load_config(args):
         raise ToolError(str(e)) from None
     except (KeyError, ValueError, AssertionError, TypeError, yaml.YAMLError) as e:
         raise _config_error(args, e) from None
+    try:
+        check_config(cfg, training=not getattr(args, "eval_only", False))
+    except ConfigValueError as e:
+        raise ToolError(str(e)) from None
     if not torch.cuda.is_available() and cfg.MODEL.DEVICE.startswith("cuda"):
         cfg.MODEL.DEVICE = "cpu"
     return cfg

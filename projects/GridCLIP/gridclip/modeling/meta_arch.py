@@ -25,6 +25,7 @@ from .head import ClassifierFCOSHead, GridCLIPHead, TextEmbeddingClassifier
 from .image_head import ImageEmbeddingHead, teacher_embed_dim
 from .losses import BOX_REG_WEIGHTINGS, centerness_weighted_box_reg_loss, gridclip_loss, image_alignment_loss
 from .text import cache as text_cache
+from ..config_checks import check_config
 from ..vocabulary import resolve_train_test_vocabularies, resolve_train_vocabulary, validate_vocabulary
 
 __all__ = ["GridCLIP"]
@@ -210,6 +211,7 @@ class GridCLIP(FCOS):
                 (``gridclip.vocabulary.resolve_train_test_vocabularies``); training names None =
                 the config's training vocabulary; test names None = the training names.
         """
+        check_config(cfg, training=False)  # thresholds, top-k, sizes: one line naming the key
         backbone = build_backbone(cfg)
         backbone_shapes = backbone.output_shape()
         head_in_features = list(cfg.MODEL.FCOS.IN_FEATURES)
