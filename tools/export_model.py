@@ -31,7 +31,8 @@ def parse_args(argv=None):
     parser.add_argument("--vocabulary", default=None,
                         help="the exported vocabulary (class_embeddings.npy; baked with --bake-vocabulary): lvis, "
                              "lvis_base, coco, voc, 'a,b,c', a file (default: the config's test vocabulary)")
-    parser.add_argument("--format", nargs="+", choices=FORMATS, default=list(FORMATS))
+    parser.add_argument("--format", nargs="+", choices=FORMATS + ("folder",), default=list(FORMATS),
+                        help="'folder': a self-describing weights folder at --output (gridclip.pretrained), alone")
     parser.add_argument("--output", required=True,
                         help="output folder (model.ts, model.onnx, text_encoder.onnx, class_embeddings.npy, "
                              "export_info.json)")
@@ -61,6 +62,13 @@ def main(argv=None):
     args = parse_args(argv)
     import torch
 
+    if "folder" in args.format:  # the weights folder (config, safetensors, CLIP files, card): no graph export
+        if len(args.format) > 1:
+            raise ValueError("--format folder is written alone (run the tool again for torchscript/onnx).")
+        from gridclip.pretrained import export_weights_folder
+
+        print(f"Weights folder: {export_weights_folder(args.config_file, args.output, args.vocabulary, args.opts)}")
+        return None
     output_files(args.output, args.format, not args.no_text_encoder)  # before anything slow
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -43,6 +43,7 @@ __all__ = [
     "resolve_pretrained_folder",
     "read_manifest",
     "load_pretrained",
+    "export_weights_folder",
 ]
 
 logger = logging.getLogger(__name__)
@@ -373,3 +374,15 @@ def _seed_text_cache(names: List[str], embeddings: torch.Tensor, settings: dict)
         logger.warning("Could not seed the text-embedding cache at %s (%s); building them instead.", path, e)
         return None
     return path
+
+
+def export_weights_folder(config_file, output, vocabulary=None, opts=(), metrics=None) -> str:
+    """``tools/export_model.py --format folder``: the config + MODEL.WEIGHTS (in ``opts`` or the config) as a
+    weights folder at ``output`` (``vocabulary``: its default class names; None = the config's test vocabulary)."""
+    from .predictor import GridCLIPPredictor
+
+    output = os.path.abspath(os.fspath(output))
+    if os.path.isdir(output) and os.listdir(output):
+        raise FileExistsError(f"{output} exists and is not empty: choose a new folder for the weights folder.")
+    predictor = GridCLIPPredictor(config_file, None, vocabulary=vocabulary, opts=list(opts), device="cpu")
+    return save_pretrained(predictor, output, metrics=metrics)
