@@ -27,9 +27,10 @@ EMPTY_IMAGE_ID = 10 ** 6
 
 
 def _add_empty_image(json_file, neg_category):
-    """An image without annotations whose negative list holds ``neg_category``."""
+    """An image without annotations whose negative list holds ``neg_category``; one zero-area ground truth."""
     with open(json_file) as f:
         data = json.load(f)
+    data["annotations"][0]["area"] = 0  # lvis-api drops it (area must be > 0)
     data["images"].append({
         "id": EMPTY_IMAGE_ID, "width": 640, "height": 480, "file_name": "empty.jpg",
         "neg_category_ids": [neg_category], "not_exhaustive_category_ids": [],
@@ -39,10 +40,11 @@ def _add_empty_image(json_file, neg_category):
 
 
 def _empty_image_detections(category):
-    """Two false positives of ``category`` in the empty image."""
+    """Two false positives of ``category`` in the empty image, and a zero-area one (lvis-api drops it)."""
     return CompactDetections(
-        np.array([EMPTY_IMAGE_ID] * 2, np.int64), np.array([category] * 2, np.int64),
-        np.array([[10, 10, 50, 40], [200, 100, 30, 30]], np.float32), np.array([0.9, 0.2], np.float32),
+        np.array([EMPTY_IMAGE_ID] * 3, np.int64), np.array([category] * 3, np.int64),
+        np.array([[10, 10, 50, 40], [200, 100, 30, 30], [5, 5, 20, 0]], np.float32),
+        np.array([0.9, 0.2, 0.95], np.float32),
     )
 
 
@@ -92,7 +94,7 @@ def test_identical_to_lvis_api(generated, quality):
     lvis_gt, detections, undetected = generated
     theirs = _lvis_api(lvis_gt, detections[quality])
     # small chunks: many category chunks, the same numbers
-    ours = evaluate_lvis_boxes(lvis_gt, detections[quality], chunk_boxes=500, chunk_categories=7)
+    ours = evaluate_lvis_boxes(lvis_gt, detections[quality], chunk_boxes=500, chunk_categories=7, chunk_pairs=300)
     _assert_identical(theirs, ours)
     assert ours.stats["chunks"] > 3
     k = list(ours.params.cat_ids).index(undetected)

@@ -5,8 +5,9 @@ The numbers are lvis-api's (``lvis.LVISEval``, iou_type "bbox"), bit for bit: th
 [T, R, K, A] and recall [T, K, A] arrays, summarised by the same expressions. What differs is how:
 
 1. detections stay numpy arrays; lvis-api's per-image limit (the ``max_dets`` best scores of each image,
-   ties kept in input order) and its federated filter (a detection is evaluated only where its category
-   is in the image's ground truth or its ``neg_category_ids``) are array operations;
+   ties kept in input order), its federated filter (a detection is evaluated only where its category
+   is in the image's ground truth or its ``neg_category_ids``) and its area filter (boxes and ground
+   truth with area 0 are dropped) are array operations;
 2. LVIS AP is computed per category, so categories are evaluated in chunks of bounded size: only one
    chunk's detections and ground truth are ever Python dicts, handed to faster-coco-eval's
    ``COCOeval_faster(lvis_style=True)`` (not-exhaustive categories: unmatched detections ignored);
@@ -32,8 +33,10 @@ logger = logging.getLogger(__name__)
 
 #: detections + ground-truth boxes per chunk (bounds the dicts alive at once)
 DEFAULT_CHUNK_BOXES = 400_000
-#: at most this many categories per chunk (bounds faster-coco-eval's image x category tables)
-DEFAULT_CHUNK_CATEGORIES = 64
+#: images x categories per chunk (faster-coco-eval's dense tables: time and memory grow with it)
+DEFAULT_CHUNK_PAIRS = 2_000
+#: at most this many categories per chunk
+DEFAULT_CHUNK_CATEGORIES = 256
 
 
 def _lvis_params(lvis_gt, cat_ids):
@@ -50,7 +53,11 @@ def _ground_truth_arrays(lvis_gt, img_ids, cat_ids):
     """[M] image index, category index, json order of the GT annotations of the evaluated categories."""
     img_pos = {img_id: i for i, img_id in enumerate(img_ids)}
     cat_pos = {cat_id: k for k, cat_id in enumerate(cat_ids)}
-    anns = [a for a in lvis_gt.dataset["annotations"] if a["category_id"] in cat_pos and a["image_id"] in img_pos]
+    # lvis-api's get_ann_ids keeps 0 < area < inf only (strict): a zero-area box is not ground truth
+    anns = [
+        a for a in lvis_gt.dataset["annotations"]
+        if a["category_id"] in cat_pos and a["image_id"] in img_pos and 0 < a["area"] < float("inf")
+    ]
     if any(a.get("ignore", 0) for a in anns):
         raise ValueError("ground truth with 'ignore' set is not supported by the faster backend; use lvis")
     image_index = np.array([img_pos[a["image_id"]] for a in anns], np.int64)
@@ -60,7 +67,8 @@ def _ground_truth_arrays(lvis_gt, img_ids, cat_ids):
 
 def select_lvis_detections(detections, img_ids, cat_ids, max_dets, gt_pairs, neg_pairs):
     """
-    lvis-api's selection of the detections it evaluates, as array operations.
+    lvis-api's selection of the detections it evaluates, as array operations: the per-image limit,
+    the evaluated categories, the federated filter, and 0 < area < inf.
 
     Args:
         detections (CompactDetections): dataset category ids, in input order.
@@ -101,18 +109,33 @@ def select_lvis_detections(detections, img_ids, cat_ids, max_dets, gt_pairs, neg
     keys = image_index * len(cat_ids) + np.where(in_cats, category_index, 0)
     pos = np.minimum(np.searchsorted(allowed, keys), max(len(allowed) - 1, 0))
     keep &= (allowed[pos] == keys) if len(allowed) else False
+    # after the per-image limit, lvis-api's get_ann_ids drops boxes outside 0 < w * h < inf
+    area = detections.bbox[:, 2].astype(np.float64) * detections.bbox[:, 3].astype(np.float64)
+    keep &= (area > 0) & (area < np.inf)
     kept = np.flatnonzero(keep)
     return kept, image_index[kept], category_index[kept]
 
 
-def _chunks(cat_boxes, max_boxes, max_categories):
-    """[(k0, k1)] category-index ranges whose box counts sum to at most ``max_boxes`` (or one category)."""
-    chunks, start, total = [], 0, 0
-    for k, count in enumerate(cat_boxes):
-        if k > start and (total + count > max_boxes or k - start >= max_categories):
+def _chunks(cat_images, cat_boxes, max_boxes, max_pairs, max_categories):
+    """
+    Consecutive category-index ranges [(k0, k1)] such that each chunk's boxes (detections + ground truth)
+    stay <= ``max_boxes`` and its images x categories (faster-coco-eval's dense per-image, per-category
+    tables) <= ``max_pairs``, or the chunk is a single category.
+
+    Args:
+        cat_images (list[np.ndarray]): per category, the indices of the images it has boxes in.
+        cat_boxes (np.ndarray): [K] boxes per category.
+    """
+    chunks, start, images, boxes = [], 0, set(), 0
+    for k, (img, count) in enumerate(zip(cat_images, cat_boxes)):
+        grown = images.union(img.tolist()) if k > start else set(img.tolist())
+        if k > start and (
+            boxes + count > max_boxes or len(grown) * (k - start + 1) > max_pairs or k - start >= max_categories
+        ):
             chunks.append((start, k))
-            start, total = k, 0
-        total += int(count)
+            start, grown, boxes = k, set(img.tolist()), 0
+        images = grown
+        boxes += int(count)
     if len(cat_boxes):
         chunks.append((start, len(cat_boxes)))
     return chunks
@@ -272,7 +295,7 @@ def lvis_summary(precision, recall, params, freq_groups):
 
 
 def evaluate_lvis_boxes(lvis_gt, detections, max_dets=300, cat_ids=None, chunk_boxes=DEFAULT_CHUNK_BOXES,
-                        chunk_categories=DEFAULT_CHUNK_CATEGORIES):
+                        chunk_categories=DEFAULT_CHUNK_CATEGORIES, chunk_pairs=DEFAULT_CHUNK_PAIRS):
     """
     lvis-api's bbox evaluation (``LVISResults(gt, dets, max_dets)`` + ``LVISEval(...).run()``) of
     array detections.
@@ -282,7 +305,8 @@ def evaluate_lvis_boxes(lvis_gt, detections, max_dets=300, cat_ids=None, chunk_b
         detections (CompactDetections): ``category_id`` = dataset category ids.
         max_dets (int): detections kept per image (LVIS: 300).
         cat_ids (list[int] or None): evaluated categories (``params.cat_ids``); None = all of the GT's.
-        chunk_boxes, chunk_categories: chunk size bounds (memory); the numbers do not depend on them.
+        chunk_boxes, chunk_categories, chunk_pairs: chunk size bounds (time, memory); the numbers do not
+            depend on them.
 
     Returns:
         FastLVISEval
@@ -317,7 +341,14 @@ def evaluate_lvis_boxes(lvis_gt, detections, max_dets=300, cat_ids=None, chunk_b
     det_bounds = np.searchsorted(det_cat_sorted, np.arange(num_cats + 1))
     gt_bounds = np.searchsorted(gt_cat_sorted, np.arange(num_cats + 1))
     boxes_per_cat = np.diff(det_bounds) + np.diff(gt_bounds)
-    chunks = _chunks(boxes_per_cat, chunk_boxes, chunk_categories)
+    det_image_sorted = det_image[np.argsort(det_cat, kind="stable")]
+    gt_image_sorted = gt_image[gt_order]
+    cat_images = [
+        np.unique(np.concatenate([det_image_sorted[det_bounds[k]:det_bounds[k + 1]], gt_image_sorted[gt_bounds[k]:gt_bounds[k + 1]]]))
+        for k in range(num_cats)
+    ]
+    chunks = _chunks(cat_images, boxes_per_cat, chunk_boxes, chunk_pairs, chunk_categories)
+    del cat_images
 
     # non-ignored ground truth per category and area range (lvis-api: ignored = area outside the range)
     gt_area = np.array([a["area"] for a in gt_anns], np.float64)

@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 __all__ = [
+    "run_scale_benchmark", "merge_reports", "format_scale_markdown",
     "prepare_val", "prepare_train", "run_child", "evaluate_in_process", "evaluate_distributed",
     "measure_train_loading", "register_lvis_shaped_val", "outputs_from_detections", "peak_rss_mb", "private_mb",
 ]
@@ -298,6 +299,163 @@ def run_child(spec):
         "load_before": load_before, "load_after": _load_average(),
     })
     return report
+
+
+def _evaluation_row(report, images, backend, world_size=1):
+    row = {
+        "kind": "evaluate" if world_size == 1 else "distributed", "images": images, "backend": backend,
+        "world_size": world_size, "wall_s": report["wall_s"], "results": report["results"],
+        "load_before": report["load_before"], "load_after": report["load_after"],
+        "process_tree_max_rss_mb": report["process_tree_max_rss_mb"],
+    }
+    if world_size == 1:
+        row.update(timings=report["timings"], peak_rss_mb=report["peak_rss_mb"], fast_stats=report.get("fast_stats"))
+    else:
+        row.update(
+            peak_rss_mb=report["rank0_peak_rss_mb"],
+            ranks=[{k: r[k] for k in ("rank", "timings", "peak_rss_mb")} for r in report["ranks"]],
+        )
+    return row
+
+
+def run_scale_benchmark(root, val_sizes=(1000, 5000), lvis_api_max=5000, backends=("faster", "lvis"),
+                        distributed_sizes=(), distributed_backends=("faster",), train_images=0, workers=2,
+                        train_batches=200, seed=0, quality=0.5, log=print):
+    """
+    Run the measurements, each in a fresh process, one after the other.
+
+    Args:
+        root (str): where generated files go (reused when present).
+        val_sizes: val images per evaluation measurement; lvis-api only up to ``lvis_api_max``.
+        distributed_sizes, distributed_backends: 2-process gloo evaluations.
+        train_images (int): generate and load a train split of this size (0 = skip).
+
+    Returns:
+        dict: ``{"rows": [...], "train": {...} or None}``.
+    """
+    rows, train = [], None
+    for n in val_sizes:
+        json_file, dets_file = prepare_val(root, n, seed=seed, quality=quality)
+        for backend in backends:
+            if backend == "lvis" and n > lvis_api_max:
+                continue
+            log(f"[lvis-scale] evaluate {n} images, backend {backend} ...")
+            report = run_child({"kind": "evaluate", "json_file": json_file, "dets_file": dets_file, "backend": backend})
+            rows.append(_evaluation_row(report, n, backend))
+            log(f"[lvis-scale]   {report['wall_s']} s, peak RSS {report['peak_rss_mb']} MB, load {report['load_after']}")
+    for n in distributed_sizes:
+        json_file, dets_file = prepare_val(root, n, seed=seed, quality=quality)
+        for backend in distributed_backends:
+            if backend == "lvis" and n > lvis_api_max:
+                continue
+            log(f"[lvis-scale] 2 gloo processes, {n} images, backend {backend} ...")
+            report = run_child({"kind": "distributed", "json_file": json_file, "dets_file": dets_file,
+                                "backend": backend, "world_size": 2})
+            rows.append(_evaluation_row(report, n, backend, world_size=2))
+            log(f"[lvis-scale]   {report['wall_s']} s, rank-0 peak RSS {report['rank0_peak_rss_mb']} MB")
+    if train_images:
+        train_root = os.path.join(root, f"train_{train_images}_s{seed}")
+        log(f"[lvis-scale] generate {train_images} train images ...")
+        generated = prepare_train(train_root, train_images, seed=seed)
+        log("[lvis-scale] register + load train, fork workers ...")
+        report = run_child({"kind": "train", "root": train_root, "workers": workers, "batches": train_batches})
+        train = dict(report, images=train_images, generated=generated)
+        train.pop("spec", None)
+        log(f"[lvis-scale]   build {report['build_loader_s']} s, workers {report['worker_private_mb']} MB private")
+    return {"rows": rows, "train": train}
+
+
+def merge_reports(old, new):
+    """``new``'s rows replace ``old``'s of the same (kind, images, backend, world size); train likewise."""
+    key = lambda r: (r["kind"], r["images"], r["backend"], r["world_size"])  # noqa: E731
+    rows = {key(r): r for r in (old or {}).get("rows", [])}
+    rows.update({key(r): r for r in new.get("rows", [])})
+    merged = dict(old or {}, **{k: v for k, v in new.items() if k not in ("rows", "train")})
+    merged["rows"] = sorted(rows.values(), key=lambda r: (r["kind"], r["images"], r["backend"]))
+    merged["train"] = new.get("train") or (old or {}).get("train")
+    return merged
+
+
+def _fit(points):
+    """Least-squares line (a + b x) through (x, y) points; None with fewer than 2."""
+    if len(points) < 2:
+        return None
+    x, y = np.array(points, np.float64).T
+    b, a = np.polyfit(x, y, 1)
+    return a, b
+
+
+def format_scale_markdown(report, full_images=19809):
+    """The results file's markdown: evaluation table, speed-ups, extrapolation, distributed, train."""
+    rows = [r for r in report["rows"] if r["kind"] == "evaluate"]
+    by = {(r["images"], r["backend"]): r for r in rows}
+    lines = [f"# LVIS-scale evaluation and data ({report.get('machine', {}).get('cpu_model', '?')}, "
+             f"{report.get('machine', {}).get('cpu_cores', '?')} cores)", "",
+             "Generated LVIS-v1-shaped val (1203 categories, 300 detections per image); one process per "
+             "measurement; load = 1-minute load average before / after.", "",
+             "| val images | detections | backend | wall (s) | evaluate (s) | peak RSS (MB) | AP | AP_r | AP_c | AP_f | "
+             "same numbers as lvis-api | load |",
+             "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["images"], r["backend"])):
+        b = r["results"].get("bbox", {})
+        ref = by.get((r["images"], "lvis"))
+        same = "reference" if r["backend"] == "lvis" else ("yes" if ref and ref["results"] == r["results"] else
+                                                        ("not run" if ref is None else "NO"))
+        lines.append(
+            f"| {r['images']:,} | {r['images'] * 300:,} | {r['backend']} | {r['wall_s']:.1f} | "
+            f"{r['timings']['evaluate_s']:.1f} | {r['peak_rss_mb']:,.0f} | {b.get('AP', float('nan')):.2f} | "
+            f"{b.get('APr', float('nan')):.2f} | {b.get('APc', float('nan')):.2f} | {b.get('APf', float('nan')):.2f} | "
+            f"{same} | {r['load_before'][0]:.1f} / {r['load_after'][0]:.1f} |"
+        )
+    lines.append("")
+    speedups = [
+        (n, by[(n, "lvis")]["wall_s"] / by[(n, "faster")]["wall_s"])
+        for n, backend in sorted(by) if backend == "lvis" and (n, "faster") in by
+    ]
+    if speedups:
+        lines.append("Speed-up of the faster backend, wall time of the whole process (interpreter start and "
+                     "imports included): " + ", ".join(f"{n:,} images {s:.1f}x" for n, s in speedups) + ".")
+        evaluation = [
+            (n, by[(n, "lvis")]["timings"]["total_s"] / by[(n, "faster")]["timings"]["total_s"])
+            for n, _ in speedups
+        ]
+        lines.append("Speed-up of the evaluation itself (ground-truth loading, `process`, `evaluate`): " + ", ".join(
+            f"{n:,} images {s:.1f}x" for n, s in evaluation) + ".")
+    for backend in ("lvis", "faster"):
+        t = _fit([(n, by[(n, b)]["wall_s"]) for n, b in by if b == backend])
+        m = _fit([(n, by[(n, b)]["peak_rss_mb"]) for n, b in by if b == backend])
+        if t and m:
+            measured_full = (full_images, backend) in by
+            lines.append(
+                f"{backend}: linear fit time = {t[0]:.1f} s + {t[1] * 1000:.2f} s per 1,000 images, peak RSS = "
+                f"{m[0]:.0f} MB + {m[1] * 1000:.0f} MB per 1,000 images; at {full_images:,} images: "
+                f"{t[0] + t[1] * full_images:.0f} s, {(m[0] + m[1] * full_images) / 1024:.1f} GB"
+                + (" (extrapolated)" if not measured_full else " (fit; measured above)") + "."
+            )
+    dist = [r for r in report["rows"] if r["kind"] == "distributed"]
+    if dist:
+        lines += ["", "## 2 gloo processes (rank 0 gathers and evaluates)", "",
+                  "| val images | backend | wall (s) | rank-0 peak RSS (MB) | rank-1 peak RSS (MB) | equal to 1 process | load |",
+                  "|---:|---|---:|---:|---:|---|---|"]
+        for r in sorted(dist, key=lambda r: (r["images"], r["backend"])):
+            single = by.get((r["images"], r["backend"]))
+            same = "not run" if single is None else ("yes" if single["results"] == r["results"] else "NO")
+            rank1 = next((x["peak_rss_mb"] for x in r["ranks"] if x["rank"] == 1), float("nan"))
+            lines.append(f"| {r['images']:,} | {r['backend']} | {r['wall_s']:.1f} | {r['peak_rss_mb']:,.0f} | "
+                         f"{rank1:,.0f} | {same} | {r['load_before'][0]:.1f} / {r['load_after'][0]:.1f} |")
+    train = report.get("train")
+    if train:
+        lines += ["", "## Full-size train: registration and loading", "",
+                  f"{train['images']:,} generated images, {train['generated'].get('annotations', '?')} boxes, json "
+                  f"{train['generated']['bytes'] / 1e6:.0f} MB. `build_gridclip_train_loader` on `lvis_v1_train_base` "
+                  "(Detectron2's `load_lvis_json`, rare annotations removed, vocabulary remap, repeat-factor sampler, "
+                  "serialised dataset) with a mapper that reads no image:", "",
+                  f"- build: {train['build_loader_s']} s; RSS after build {train['rss_after_build_mb']:.0f} MB "
+                  f"(before {train['rss_before_mb']:.0f} MB), peak {train['peak_rss_build_mb']:.0f} MB;",
+                  f"- {train['workers']} forked workers, {train['batches']} batches of {train['batch_size']}: private "
+                  f"(unshared) memory per worker {train['worker_private_mb']} MB, RSS incl. shared "
+                  f"{train['worker_rss_mb']} MB; load {train['load_before'][0]:.1f} / {train['load_after'][0]:.1f}."]
+    return "\n".join(lines) + "\n"
 
 
 def _main(spec):
