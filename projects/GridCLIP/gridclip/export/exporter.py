@@ -112,6 +112,7 @@ def export_model(config_file, output, *, formats=FORMATS, vocabulary=None, bake_
     warnings.filterwarnings("ignore", message=".*torch.onnx.*", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*TorchScript-based ONNX export.*")
     warnings.filterwarnings("ignore", message=".*ONNX export mode is set to TrainingMode.*")
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx\..*")
     formats = list(formats)
     targets = output_files(output, formats, text_encoder)
     if "onnx" in formats:
@@ -226,9 +227,12 @@ def _check_text_encoder(path, tower, tokenizer, names, embeddings, templates, th
 
 def _check_detectors(model, contract, targets, formats, baked, embeddings, cfg, sample_image) -> dict:
     """Each written detector vs the PyTorch model on two batches (and vocabularies), and a refused input."""
-    first = [_read_sample_image(cfg, sample_image)] if sample_image else []
-    batches = [make_batch(contract, CHECK_SHAPES[len(first):1] if not first else (), first, seed=2) + (embeddings,),
-               make_batch(contract, CHECK_SHAPES, seed=4) + (embeddings if baked else _random_embeddings(5, contract.embed_dim, 1),)]
+    # A batch of 1 (the sample image, else a random one) with the vocabulary; a mixed batch of 3 sizes
+    # with another vocabulary (5 random classes) unless the vocabulary is baked in.
+    single = make_batch(contract, (), [_read_sample_image(cfg, sample_image)]) if sample_image else \
+        make_batch(contract, CHECK_SHAPES[:1], seed=2)
+    mixed = make_batch(contract, CHECK_SHAPES, seed=4)
+    batches = [single + (embeddings,), mixed + (embeddings if baked else _random_embeddings(5, contract.embed_dim, 1),)]
     runners = {}
     if "torchscript" in formats:
         loaded = load_torchscript(targets["torchscript"])
