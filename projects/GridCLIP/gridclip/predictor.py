@@ -10,6 +10,11 @@
     results = predictor.predict(["a.jpg", "b.jpg"], batch_size=8)
     rescored = predictor.rescore(result, ["bicycle", "tricycle"])   # no model re-run
 
+One predictor can be shared between threads: each call reads the current vocabulary once, as one
+immutable (names, embeddings) :class:`VocabularySnapshot`, and ``set_vocabulary`` replaces that
+snapshot whole (one attribute assignment), so every result's class ids and names come from one
+vocabulary, whatever other threads swap meanwhile; inference holds no lock.
+
 Like Detectron2's ``DefaultPredictor``: images given as arrays are HWC uint8 in **BGR** order (what
 ``cv2.imread`` returns); paths are decoded by :func:`gridclip.data.mapper.read_image` (every mode and
 bit depth, EXIF orientation applied). Each image is resized with the config's test-time resize
@@ -23,6 +28,7 @@ vocabulary goes through :func:`gridclip.vocabulary.validate_vocabulary`, once, w
 """
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -37,14 +43,16 @@ from detectron2.structures import Boxes, Instances
 
 from .checkpoint import TEST_VOCABULARY_KEY, VOCABULARY_KEY, GridCLIPCheckpointer
 from .config import get_gridclip_cfg
+from .config_checks import check_config
 from .data.mapper import read_image as decode_image
 from .exemplars import has_exemplars, split_vocabulary, vocabulary_embeddings
 from .pretrained import read_weights
 from .modeling.meta_arch import GridCLIP
 from .modeling.text import cache as text_cache
+from .text_queries import TextQueries
 from .vocabulary import resolve_vocabulary, validate_vocabulary
 
-__all__ = ["Detections", "GridCLIPPredictor", "load_predictor_config"]
+__all__ = ["Detections", "GridCLIPPredictor", "VocabularySnapshot", "load_predictor_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,11 +99,26 @@ class Detections:
         )
 
 
+@dataclass(frozen=True)
+class VocabularySnapshot:
+    """
+    One vocabulary exactly as a predictor call uses it; never changed, only replaced whole.
+
+    Attributes:
+        names: the K class names ``class_ids`` index.
+        embeddings: [K, D] L2-normalised class embeddings on the model's device.
+    """
+
+    names: Tuple[str, ...]
+    embeddings: torch.Tensor
+
+
 def load_predictor_config(config_file, weights=None, opts=(), device=None, confidence_threshold=None):
     """
     A frozen GridCLIP config for inference: ``config_file`` + ``opts`` (a flat [key, value, ...]
     list), ``weights`` → MODEL.WEIGHTS, ``device`` → MODEL.DEVICE (CUDA falls back to CPU when not
-    available), ``confidence_threshold`` → MODEL.FCOS.SCORE_THRESH_TEST.
+    available), ``confidence_threshold`` → MODEL.FCOS.SCORE_THRESH_TEST; range-checked
+    (:func:`gridclip.config_checks.check_config`: a ``ConfigValueError`` naming the key).
     """
     cfg = get_gridclip_cfg(config_file, opts)
     if weights is not None:
@@ -109,6 +132,7 @@ def load_predictor_config(config_file, weights=None, opts=(), device=None, confi
         if not 0.0 <= float(confidence_threshold) < 1.0:
             raise ValueError(f"confidence_threshold must be in [0, 1), got {confidence_threshold}.")
         cfg.MODEL.FCOS.SCORE_THRESH_TEST = float(confidence_threshold)
+    check_config(cfg, training=False)  # before any weight is read: one line naming the key
     cfg.freeze()
     return cfg
 
@@ -191,6 +215,11 @@ class GridCLIPPredictor:
             checkpointer.load_checkpoint_dict(checkpoint, weights_path)
         else:
             logger.warning("GridCLIPPredictor: no weights given (MODEL.WEIGHTS is empty); the detector is untrained.")
+        self._swap_lock = threading.Lock()  # serialises set_vocabulary calls only; inference never takes it
+        self._vocabulary = VocabularySnapshot(tuple(self.model.test_class_names),
+                                              self.model.classifier.test_embeddings)
+        #: the text tower kept loaded and the embedded vocabularies / queries kept in memory (bounded)
+        self.text_queries = TextQueries(self.model.text_encoder, device=self.cfg.MODEL.DEVICE)
         self.resize = T.ResizeShortestEdge(
             [self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MIN_SIZE_TEST], self.cfg.INPUT.MAX_SIZE_TEST
         )
@@ -247,7 +276,19 @@ class GridCLIPPredictor:
     @property
     def vocabulary(self) -> List[str]:
         """The class names that ``class_ids`` of the results index."""
-        return list(self.model.test_class_names)
+        return list(self._vocabulary.names)
+
+    @property
+    def vocabulary_snapshot(self) -> VocabularySnapshot:
+        """The current (names, embeddings) snapshot; a call that reads it once sees one consistent vocabulary."""
+        return self._vocabulary
+
+    def _swap_vocabulary(self, names: Sequence[str], embeddings: torch.Tensor):
+        """Install (names, [K, D] embeddings) in the model and as the new snapshot, atomically for readers."""
+        with self._swap_lock:  # the model's own vocabulary (read by export, save_pretrained) stays in step
+            self.model.set_vocabulary(list(names), embeddings)
+            self._vocabulary = VocabularySnapshot(tuple(self.model.test_class_names),
+                                                  self.model.classifier.test_embeddings)
 
     @property
     def embed_dim(self) -> int:
@@ -263,15 +304,20 @@ class GridCLIPPredictor:
         """
         if has_exemplars(vocabulary):
             names, text_embeddings = vocabulary_embeddings(self, vocabulary, text_embeddings)
-            self.model.set_vocabulary(names, text_embeddings)
+            self._swap_vocabulary(names, text_embeddings)
             return list(names)
         names = resolve_vocabulary(vocabulary)
-        self.model.set_vocabulary(names, text_embeddings)
+        if text_embeddings is None:  # built (and cached on disk where it can be written) before the swap
+            text_embeddings = self.text_queries.embeddings(names, persist=True)
+        else:
+            text_embeddings, _ = text_cache.vocabulary_text_embeddings(
+                names, text_embeddings, self.model.text_encoder, self.embed_dim)
+        self._swap_vocabulary(names, text_embeddings)
         return list(names)
 
     def text_embeddings(self, names: Sequence[str]) -> torch.Tensor:
         """[K, D] L2-normalised text embeddings of ``names`` from the model's CLIP (prompt templates as in training)."""
-        return text_cache.load_text_embeddings(validate_vocabulary(names, "text_embeddings()"), **self.model.text_encoder)
+        return self.text_queries.embeddings(validate_vocabulary(names, "text_embeddings()"), persist=True)
 
     # ------------------------------------------------------------------ inference
     def read_image(self, image: ImageInput) -> np.ndarray:
@@ -316,12 +362,15 @@ class GridCLIPPredictor:
         for index, model_input in enumerate(inputs):
             groups.setdefault(tuple(model_input["image"].shape[1:]), []).append(index)
         results: List[Optional[Detections]] = [None] * len(inputs)
-        vocabulary = self.vocabulary
+        snapshot = self._vocabulary  # read once: names and embeddings of one vocabulary for the whole call
+        vocabulary = list(snapshot.names)
+        embeddings = snapshot.embeddings.to(self.model.device)
         with torch.no_grad():
             for indices in groups.values():
                 for start in range(0, len(indices), batch_size):
                     chunk = indices[start : start + batch_size]
-                    outputs = self.model([inputs[i] for i in chunk], return_grid_embeddings=True)
+                    outputs = self.model([inputs[i] for i in chunk], return_grid_embeddings=True,
+                                         test_embeddings=embeddings)
                     for i, output in zip(chunk, outputs):
                         results[i] = self._to_detections(output["instances"], vocabulary)
         return results
@@ -354,13 +403,15 @@ class GridCLIPPredictor:
             text_names: K names to score against: a list, or a vocabulary spec string ("cat,dog",
                 "coco", a file), validated like every vocabulary.
             text_embeddings: optional [K, D] embeddings of ``text_names`` (default: built with the
-                model's CLIP text tower, cached).
+                model's CLIP text tower, which stays loaded, and kept in memory, bounded:
+                :attr:`text_queries`; no cache file is written per query list).
         """
         if has_exemplars(text_names):  # exemplar rows: the model's grid embeddings at their boxes
             text_names, text_embeddings = vocabulary_embeddings(self, text_names, text_embeddings)
         names = resolve_vocabulary(text_names) if text_names is not None else validate_vocabulary([], "rescore")
         if text_embeddings is None:  # names validated above: no second check
-            embeddings = text_cache.load_text_embeddings(names, **self.model.text_encoder)
+            # the resident text tower and the in-memory query cache: no CLIP reload, no cache file per call
+            embeddings = self.text_queries.embeddings(names)
         else:
             embeddings = torch.as_tensor(text_embeddings)
         if embeddings.shape != (len(names), self.embed_dim):

@@ -189,7 +189,8 @@ class TextEmbeddingClassifier(nn.Module):
         cosine = F.normalize(grid_embeddings, dim=-1) @ text.to(grid_embeddings.dtype).t()
         return cosine * self.logit_scale + self.bias
 
-    def inference_logits(self, grid_embeddings: List[torch.Tensor]) -> List[torch.Tensor]:
+    def inference_logits(self, grid_embeddings: List[torch.Tensor],
+                         test_embeddings: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
         """
         Eq. 3's inference form: the test vocabulary's logits as one ``addmm`` per level with the scale
         folded into the text embeddings, ``logits = bias + normalize(G) @ (scale · T)ᵀ`` (``forward``'s
@@ -198,12 +199,14 @@ class TextEmbeddingClassifier(nn.Module):
         Args:
             grid_embeddings: list over levels of [N, Ri, D]; under autocast their dtype is the autocast
                 one, and the [D, K] matrix is cast to it once.
+            test_embeddings: [K, D] L2-normalised embeddings to score instead of ``self.test_embeddings``.
 
         Returns:
             list over levels of [N, Ri, K_test] logits.
         """
         dtype = grid_embeddings[0].dtype
-        scaled_text = fold_logit_scale(self.test_embeddings, self.logit_scale).to(dtype)  # [D, K]
+        text = self.test_embeddings if test_embeddings is None else test_embeddings  # a caller's snapshot
+        scaled_text = fold_logit_scale(text, self.logit_scale).to(dtype)  # [D, K]
         bias = self.bias.to(dtype)
         logits = []
         for embeddings in grid_embeddings:

@@ -358,15 +358,19 @@ class GridCLIP(FCOS):
         self._test_vocabulary_pending = False
 
     # ------------------------------------------------------------------ forward
-    def forward(self, batched_inputs: List[Dict[str, Tensor]], return_grid_embeddings: Optional[bool] = None):
+    def forward(self, batched_inputs: List[Dict[str, Tensor]], return_grid_embeddings: Optional[bool] = None,
+                test_embeddings: Optional[Tensor] = None):
         """
         Args:
             batched_inputs: see the class docstring.
             return_grid_embeddings: inference only; overrides the configured RETURN_GRID_EMBEDDINGS.
+            test_embeddings: inference only; [K, D] L2-normalised class embeddings on the model's device
+                to score instead of the stored test vocabulary's (one consistent vocabulary per call,
+                whatever another thread's ``set_vocabulary`` does meanwhile: ``GridCLIPPredictor``).
         """
         images = self.preprocess_image(batched_inputs)
         if not self.training:
-            return self._forward_inference(batched_inputs, images, return_grid_embeddings)
+            return self._forward_inference(batched_inputs, images, return_grid_embeddings, test_embeddings)
         features = self.backbone(images.tensor)
         image_embedding = features.get(IMAGE_EMBEDDING_KEY)
         features = [features[f] for f in self.head_in_features]
@@ -406,7 +410,7 @@ class GridCLIP(FCOS):
         features = [features[f] for f in self.head_in_features]
         return features, self.head(features)
 
-    def _forward_inference(self, batched_inputs, images, return_grid_embeddings: Optional[bool]):
+    def _forward_inference(self, batched_inputs, images, return_grid_embeddings: Optional[bool], test_embeddings=None):
         self._ensure_test_vocabulary()
         if return_grid_embeddings is None:
             return_grid_embeddings = self.return_grid_embeddings
@@ -421,7 +425,7 @@ class GridCLIP(FCOS):
                 self._compiled_backbone_head = torch.compile(self._backbone_head, dynamic=False)
             run = self._compiled_backbone_head
         features, predictions = run(tensor)
-        results = self.forward_inference(images, features, predictions, return_grid_embeddings)
+        results = self.forward_inference(images, features, predictions, return_grid_embeddings, test_embeddings)
         processed_results = []
         for results_per_image, input_per_image, image_size in zip(results, batched_inputs, images.image_sizes):
             height = input_per_image.get("height", image_size[0])
@@ -491,7 +495,7 @@ class GridCLIP(FCOS):
             )
         return losses
 
-    def inference_predictions(self, predictions):
+    def inference_predictions(self, predictions, test_embeddings: Optional[Tensor] = None):
         """
         Head outputs -> per-level class logits [N, Ri, K] (the test vocabulary), box deltas [N, Ri, 4]
         and centerness [N, Ri, 1] (both fp32, also under autocast) and grid embeddings [N, Ri, D] (None
@@ -506,15 +510,18 @@ class GridCLIP(FCOS):
         if not self.grid_align:
             return [permute_to_N_HWA_K(x, self.num_classes) for x in cls_out], box_deltas, centerness, None
         grid_embeddings = [permute_to_N_HWA_K(x, self.classifier.embed_dim) for x in cls_out]
-        return self.classifier.inference_logits(grid_embeddings), box_deltas, centerness, grid_embeddings
+        logits = self.classifier.inference_logits(grid_embeddings, test_embeddings)
+        return logits, box_deltas, centerness, grid_embeddings
 
-    def forward_inference(self, images, features, predictions, return_grid_embeddings: bool = False):
+    def forward_inference(self, images, features, predictions, return_grid_embeddings: bool = False,
+                          test_embeddings: Optional[Tensor] = None):
         """
         Decoding + class-wise NMS per image (:func:`gridclip.modeling.decoding.decode_dense_predictions`,
         the decoder the FCOS peer of ``gridclip.analysis`` shares). Anchors, boxes and scores are fp32
         whatever the autocast dtype of the network.
         """
-        pred_logits, pred_deltas, pred_centerness, grid_embeddings = self.inference_predictions(predictions)
+        pred_logits, pred_deltas, pred_centerness, grid_embeddings = self.inference_predictions(
+            predictions, test_embeddings)
         anchors = [a.tensor.float() for a in self.anchor_generator(features)]
         return decode_dense_predictions(
             images.image_sizes, anchors, pred_logits, pred_deltas, pred_centerness,
