@@ -21,17 +21,17 @@ Outputs (flat over the batch, each image's detections in decreasing score):
 ``classes`` [N] (rows of ``class_embeddings``), ``batch_index`` [N] (which image). Divide the boxes by
 the resize scale (new size / original size) to get original-image pixels.
 
-:func:`contract_errors` is the check in Python (eager runs and the TorchScript wrapper use the same
-rules), :func:`contract_ok` the same rules as tensor operations, traced into the ONNX graph.
+:func:`first_broken_rule` is the check in Python (eager runs, and the TorchScript file runs it compiled),
+:func:`contract_ok` the same rules as tensor operations, traced into the ONNX graph.
 """
 import dataclasses
 import math
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-__all__ = ["InputContract", "contract_ok", "resized_size", "padded_size"]
+__all__ = ["InputContract", "first_broken_rule", "contract_ok", "resized_size", "padded_size"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,47 +60,51 @@ class InputContract:
     def as_dict(self) -> dict:
         return dataclasses.asdict(self) | {"statement": self.describe()}
 
-    def errors(self, images: Tensor, image_sizes: Tensor, class_embeddings: Tensor = None) -> List[str]:
-        """What ``images`` / ``image_sizes`` / ``class_embeddings`` break, as short phrases (empty: none)."""
-        if images.dim() != 4 or images.shape[1] != 3 or images.dtype != torch.uint8:
-            return [f"images must be uint8 [B,3,H,W], got {str(images.dtype).replace('torch.', '')} "
-                    f"{list(images.shape)}"]
-        batch, _, height, width = images.shape
-        if batch < 1:
-            return ["the batch is empty"]
-        if image_sizes.dim() != 2 or list(image_sizes.shape) != [batch, 2] or image_sizes.dtype != torch.int64:
-            return [f"image_sizes must be int64 [{batch},2], got {str(image_sizes.dtype).replace('torch.', '')} "
-                    f"{list(image_sizes.shape)}"]
-        problems = []
-        sizes = [tuple(int(v) for v in row) for row in image_sizes.tolist()]
-        for i, (h, w) in enumerate(sizes):
-            if not _valid_resized(h, w, self.min_size, self.max_size):
-                problems.append(f"image {i} has size {h}x{w}, not an output of the test resize")
-        expected = padded_size(sizes, self.size_divisibility)
-        if (height, width) != expected:
-            problems.append(f"H, W are {height}x{width}, the image sizes need {expected[0]}x{expected[1]}")
-        if class_embeddings is not None:
-            if class_embeddings.dim() != 2 or class_embeddings.shape[0] < 1 or \
-                    class_embeddings.shape[1] != self.embed_dim or class_embeddings.dtype != torch.float32:
-                problems.append(f"class_embeddings must be float32 [K,{self.embed_dim}] with K >= 1, got "
-                                f"{str(class_embeddings.dtype).replace('torch.', '')} {list(class_embeddings.shape)}")
-        return problems
+    def broken_rule(self, images: Tensor, image_sizes: Tensor, class_embeddings: Optional[Tensor] = None) -> str:
+        """The first rule ``images`` / ``image_sizes`` / ``class_embeddings`` break, "" when none."""
+        return first_broken_rule(images, image_sizes, images if class_embeddings is None else class_embeddings,
+                                 class_embeddings is not None, self.min_size, self.max_size, self.size_divisibility,
+                                 self.embed_dim)
 
-    def check(self, images: Tensor, image_sizes: Tensor, class_embeddings: Tensor = None):
+    def check(self, images: Tensor, image_sizes: Tensor, class_embeddings: Optional[Tensor] = None):
         """ValueError (one line: what is wrong, then the contract) unless the inputs keep the contract."""
-        problems = self.errors(images, image_sizes, class_embeddings)
-        if problems:
-            raise ValueError(f"Input contract of the exported GridCLIP broken: {'; '.join(problems)}. "
-                             f"Expected: {self.describe()}.")
+        problem = self.broken_rule(images, image_sizes, class_embeddings)
+        if problem:
+            raise ValueError(f"Input contract of the exported GridCLIP broken: {problem}. Expected: {self.describe()}.")
 
 
-def _valid_resized(h: int, w: int, min_size: int, max_size: int) -> bool:
-    if h < 1 or w < 1:
-        return False
-    if min_size <= 0:
-        return True
-    short, long = min(h, w), max(h, w)
-    return (short == min_size and long <= max_size) or (long == max_size and short <= min_size)
+def first_broken_rule(images: Tensor, image_sizes: Tensor, class_embeddings: Tensor, check_embeddings: bool,
+                      min_size: int, max_size: int, divisibility: int, embed_dim: int) -> str:
+    """
+    The first broken rule of the contract, "" when none. TorchScript-compatible: the TorchScript file
+    runs this very function (:mod:`.runtime_checks`) before its graph.
+    """
+    if images.dim() != 4 or images.size(1) != 3 or images.dtype != torch.uint8:
+        return "images must be uint8 [B,3,H,W]"
+    batch = images.size(0)
+    if batch < 1:
+        return "the batch is empty"
+    if image_sizes.dim() != 2 or image_sizes.size(0) != batch or image_sizes.size(1) != 2 \
+            or image_sizes.dtype != torch.int64:
+        return "image_sizes must be int64 [B,2] with B = images' batch size " + str(batch)
+    sizes: List[List[int]] = image_sizes.tolist()
+    max_h, max_w = 0, 0
+    for i in range(batch):
+        h, w = sizes[i][0], sizes[i][1]
+        max_h, max_w = max(max_h, h), max(max_w, w)
+        short, long = min(h, w), max(h, w)
+        if short < 1 or (min_size > 0 and not ((short == min_size and long <= max_size)
+                                                or (long == max_size and short <= min_size))):
+            return "image " + str(i) + " has size " + str(h) + "x" + str(w) + ", not an output of the test resize"
+    need_h = (max_h + divisibility - 1) // divisibility * divisibility
+    need_w = (max_w + divisibility - 1) // divisibility * divisibility
+    if images.size(2) != need_h or images.size(3) != need_w:
+        return ("H, W are " + str(images.size(2)) + "x" + str(images.size(3)) + ", the image sizes need "
+                + str(need_h) + "x" + str(need_w))
+    if check_embeddings and (class_embeddings.dim() != 2 or class_embeddings.size(0) < 1
+                             or class_embeddings.size(1) != embed_dim or class_embeddings.dtype != torch.float32):
+        return "class_embeddings must be float32 [K," + str(embed_dim) + "] with K >= 1"
+    return ""
 
 
 def resized_size(height: int, width: int, min_size: int, max_size: int) -> Tuple[int, int]:

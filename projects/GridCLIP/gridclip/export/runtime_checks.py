@@ -10,47 +10,16 @@ inputs it would answer wrongly, whatever code calls it:
   broken (:func:`gridclip.export.detector.contract_gate`); :func:`name_onnx_contract_node` names
   that node after the contract, so onnxruntime's error message states it.
 """
-from typing import List, Tuple
+from typing import Tuple
 
 import torch
 from torch import Tensor, nn
 
-from .contract import InputContract
+from .contract import InputContract, first_broken_rule
 
 __all__ = ["checked_torchscript", "name_onnx_contract_node", "CONTRACT_NODE_PREFIX"]
 
 CONTRACT_NODE_PREFIX = "INPUT CONTRACT BROKEN, expected: "
-
-
-def _problem(images: Tensor, image_sizes: Tensor, class_embeddings: Tensor, check_embeddings: bool,
-             min_size: int, max_size: int, divisibility: int, embed_dim: int) -> str:
-    """The first broken rule of the contract, "" when none (TorchScript-compatible)."""
-    if images.dim() != 4 or images.size(1) != 3 or images.dtype != torch.uint8:
-        return "images must be uint8 [B,3,H,W]"
-    batch = images.size(0)
-    if batch < 1:
-        return "the batch is empty"
-    if image_sizes.dim() != 2 or image_sizes.size(0) != batch or image_sizes.size(1) != 2 \
-            or image_sizes.dtype != torch.int64:
-        return "image_sizes must be int64 [B,2] with B = images' batch size " + str(batch)
-    sizes: List[List[int]] = image_sizes.tolist()
-    max_h, max_w = 0, 0
-    for i in range(batch):
-        h, w = sizes[i][0], sizes[i][1]
-        max_h, max_w = max(max_h, h), max(max_w, w)
-        short, long = min(h, w), max(h, w)
-        if short < 1 or (min_size > 0 and not ((short == min_size and long <= max_size)
-                                                or (long == max_size and short <= min_size))):
-            return "image " + str(i) + " has size " + str(h) + "x" + str(w) + ", not an output of the test resize"
-    need_h = (max_h + divisibility - 1) // divisibility * divisibility
-    need_w = (max_w + divisibility - 1) // divisibility * divisibility
-    if images.size(2) != need_h or images.size(3) != need_w:
-        return ("H, W are " + str(images.size(2)) + "x" + str(images.size(3)) + ", the image sizes need "
-                + str(need_h) + "x" + str(need_w))
-    if check_embeddings and (class_embeddings.dim() != 2 or class_embeddings.size(0) < 1
-                             or class_embeddings.size(1) != embed_dim or class_embeddings.dtype != torch.float32):
-        return "class_embeddings must be float32 [K," + str(embed_dim) + "] with K >= 1"
-    return ""
 
 
 class _Checked(nn.Module):
@@ -62,8 +31,8 @@ class _Checked(nn.Module):
         self.statement = contract.describe()
 
     def _raise_if_broken(self, images: Tensor, image_sizes: Tensor, class_embeddings: Tensor, check_embeddings: bool):
-        problem = _problem(images, image_sizes, class_embeddings, check_embeddings, self.min_size, self.max_size,
-                           self.divisibility, self.embed_dim)
+        problem = first_broken_rule(images, image_sizes, class_embeddings, check_embeddings, self.min_size,
+                                    self.max_size, self.divisibility, self.embed_dim)
         if problem != "":
             raise ValueError("Input contract of the exported GridCLIP broken: " + problem + ". Expected: "
                              + self.statement + ".")
