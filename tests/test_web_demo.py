@@ -232,3 +232,17 @@ def test_chromium_screenshot_shows_a_detection(session, tmp_path):
     empty = take_screenshot(session, str(tmp_path / "empty.png"), (1280, 1000), None)
     assert _colour_pixels(page, colour) > 300, "no box in the class colour on the page"
     assert _colour_pixels(empty, colour) < 20, "the page without detections already shows the box colour"
+
+
+def test_exemplar_drawn_on_the_editor_via_the_client(client, example_png, tmp_path):
+    from gradio_client import handle_file
+
+    layer = np.zeros((128, 160, 4), np.uint8)
+    cv2.rectangle(layer, (44, 49), (82, 89), (200, 0, 255, 255), 2)  # an outline around the star
+    layer_png = str(tmp_path / "layer.png")
+    cv2.imwrite(layer_png, layer)
+    editor = {"background": handle_file(example_png), "layers": [handle_file(layer_png)], "composite": None}
+    _, table, status = client.predict(handle_file(example_png), "zebra", "none", 0.05, editor, "", "drawn star",
+                                      api_name="/detect")
+    assert "vocabulary of 2" in status
+    assert table["data"] and {r[0] for r in table["data"]} <= {"zebra", "drawn star"}

@@ -30,6 +30,8 @@ def get_parser():
     parser.add_argument("--screenshot", metavar="PNG", help="serve on a free port, take a headless Chromium "
                         "screenshot of the page into PNG, then stop")
     parser.add_argument("--window-size", default="1280,1000", metavar="W,H", help="screenshot window size")
+    parser.add_argument("--screenshot-colours", type=int, default=256, metavar="N",
+                        help="write the screenshot with an N-colour palette (smaller; 0 = full colour)")
     return parser
 
 
@@ -46,13 +48,15 @@ def main(argv=None):
         assert len(window) == 2 and min(window) > 0
     except (ValueError, AssertionError):
         raise ToolError(f"--window-size must be W,H in pixels (e.g. 1280,1000), got {args.window_size!r}.") from None
+    if not 0 <= args.screenshot_colours <= 256:
+        raise ToolError(f"--screenshot-colours must be 0 (full colour) to 256, got {args.screenshot_colours}.")
 
     import gridclip  # noqa: F401  (before any Detectron2 import)
     from gridclip.web_demo.launcher import default_weights_folder, run_web_demo
 
     return run_web_demo(args.weights or default_weights_folder(), host=args.host, port=args.port,
                         device=args.device, min_threshold=args.min_threshold, example=not args.no_example,
-                        screenshot_path=args.screenshot, window_size=window)
+                        screenshot_path=args.screenshot, window_size=window, palette_colours=args.screenshot_colours)
 
 
 if __name__ == "__main__":

@@ -39,10 +39,14 @@ def load_session(weights: str, device=None, min_threshold=None, max_detections_s
     return DetectionSession(predictor, max_detections_shown=max_detections_shown)
 
 
-def take_screenshot(session, path, window_size=(1280, 1000), example=None, host="127.0.0.1", wait_ms=8000) -> str:
-    """Serve the page on a free port, screenshot it with headless Chromium into ``path``, stop."""
+def take_screenshot(session, path, window_size=(1280, 1000), example=None, host="127.0.0.1", wait_ms=8000,
+                    palette_colours=0) -> str:
+    """
+    Serve the page on a free port, screenshot it with headless Chromium into ``path``, stop.
+    ``palette_colours`` > 0: rewrite the PNG with that many colours (smaller, for the docs).
+    """
     from .app import serve
-    from .screenshot import screenshot
+    from .screenshot import screenshot, to_palette_png
 
     with serve(session, host=host, example=example) as url:
         start = time.perf_counter()
@@ -50,12 +54,14 @@ def take_screenshot(session, path, window_size=(1280, 1000), example=None, host=
             screenshot(url, path, window_size=window_size, wait_ms=wait_ms)
         except (FileNotFoundError, RuntimeError) as e:  # no Chromium, or it failed: one line
             raise ToolError(str(e)) from None
+    if palette_colours:
+        to_palette_png(path, palette_colours)
         logger.info("Screenshot of %s in %.1f s: %s", url, time.perf_counter() - start, path)
     return path
 
 
 def run_web_demo(weights, host="127.0.0.1", port=7860, device=None, min_threshold=None, example=True,
-                 screenshot_path=None, window_size=(1280, 1000)):
+                 screenshot_path=None, window_size=(1280, 1000), palette_colours=256):
     """The tool's body: serve (blocking) or, with ``screenshot_path``, screenshot and return."""
     from .app import build_app, launch_options
     from .example import world_example
@@ -63,7 +69,8 @@ def run_web_demo(weights, host="127.0.0.1", port=7860, device=None, min_threshol
     session = load_session(weights, device=device, min_threshold=min_threshold)
     demo_example = world_example() if example else None
     if screenshot_path:
-        print(take_screenshot(session, screenshot_path, window_size, demo_example, host=host))
+        print(take_screenshot(session, screenshot_path, window_size, demo_example, host=host,
+                              palette_colours=palette_colours))
         return 0
     demo = build_app(session, demo_example)
     demo.queue(default_concurrency_limit=1)

@@ -8,7 +8,7 @@ import subprocess
 import tempfile
 from typing import Optional, Tuple
 
-__all__ = ["CHROMIUM_NAMES", "find_chromium", "screenshot"]
+__all__ = ["CHROMIUM_NAMES", "find_chromium", "screenshot", "to_palette_png"]
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
@@ -21,6 +21,19 @@ def find_chromium() -> Optional[str]:
         if path:
             return path
     return None
+
+
+def to_palette_png(path: str, colours: int = 256) -> str:
+    """Rewrite a PNG with a ``colours``-entry palette (median cut, no dithering): a third of the bytes for docs."""
+    from PIL import Image
+
+    from ..file_io import atomic_write
+
+    with Image.open(path) as image:
+        palette = image.convert("RGB").quantize(colors=int(colours), method=Image.Quantize.MEDIANCUT,
+                                                dither=Image.Dither.NONE)
+    atomic_write(path, lambda tmp: palette.save(tmp, format="PNG", optimize=True))
+    return path
 
 
 def screenshot(url: str, path: str, window_size: Tuple[int, int] = (1280, 1000), wait_ms: int = 8000,
