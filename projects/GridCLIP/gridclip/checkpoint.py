@@ -18,6 +18,13 @@
   (inference) also refuses checkpoints that lack model weights or carry weights the model does not have.
 - Checkpoints record the training and test vocabularies, so inference needs no dataset to know the
   class names (:data:`VOCABULARY_KEY`, :data:`TEST_VOCABULARY_KEY`).
+- Checkpoints of grid-aligned models record their class-embedding space (:data:`TEXT_SPACE_KEY`: the
+  text encoder's identity and the embeddings of a few training names). Loading one into a model whose
+  text encoder builds another space (another CLIP, other weights, e.g. random init instead of the
+  pretrained file, other templates) raises :class:`TextSpaceMismatchError` naming both, unless
+  ``allow_text_space_mismatch`` (``MODEL.GRIDCLIP.ALLOW_TEXT_SPACE_MISMATCH``). The recorded names'
+  embeddings decide: the model's own rows where it has those names, else its text encoder embeds them
+  (unless both identities are equal); so a copy of the same weights elsewhere is the same space.
 - A full disk while saving raises an ``OSError`` with ``ENOSPC`` naming the checkpoint file (the
   previous checkpoint stays intact).
 - Truncated / corrupt files raise :class:`CorruptCheckpointError` naming the file; when it is the one
@@ -43,6 +50,7 @@ __all__ = [
     "CheckpointMismatchError",
     "CorruptCheckpointError",
     "GridCLIPCheckpointer",
+    "TextSpaceMismatchError",
     "is_intact_checkpoint",
     "safe_load_pickle",
 ]
@@ -51,6 +59,13 @@ __all__ = [
 VOCABULARY_KEY = "gridclip_train_class_names"
 #: extra checkpoint entry holding the model's test vocabulary at saving time (a list of str)
 TEST_VOCABULARY_KEY = "gridclip_test_class_names"
+#: extra checkpoint entry: the class-embedding space ({"identity": dict, "names": [n], "embeddings": [n, D]})
+TEXT_SPACE_KEY = "gridclip_text_space"
+#: how many training names' embeddings a checkpoint records as the fingerprint of its text space
+TEXT_SPACE_NAMES = 8
+#: the smallest cosine similarity between recorded and rebuilt embeddings of one name in one space (float
+#: rounding, CPU vs GPU: > 0.9999; another tower or other templates: far lower)
+TEXT_SPACE_MIN_COSINE = 0.995
 #: model weights inference never uses (the image-level alignment head): not required to be complete
 INFERENCE_UNUSED_PREFIXES = ("image_head.",)
 #: how many mismatched parameters an error lists
@@ -65,6 +80,10 @@ class CorruptCheckpointError(RuntimeError):
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint whose weights do not fit the model (other shapes, or missing/extra weights)."""
+
+
+class TextSpaceMismatchError(CheckpointMismatchError):
+    """A checkpoint trained with class embeddings of another text encoder than the model builds."""
 
 
 _PARTIAL_HINT = (
@@ -148,6 +167,94 @@ def safe_load_pickle(path: str):
             ) from None
 
 
+# ---------------------------------------------------------------------------------------- text space
+def text_space_record(model) -> Optional[dict]:
+    """
+    The :data:`TEXT_SPACE_KEY` entry of a grid-aligned model's checkpoint (None for other models):
+    ``identity`` (:func:`gridclip.modeling.text.cache.text_space_identity` of its text encoder),
+    ``names`` (up to :data:`TEXT_SPACE_NAMES` training names, evenly spaced) and ``embeddings``
+    ([n, D] float32, their L2-normalised class embeddings).
+    """
+    from .modeling.text.cache import text_space_identity
+
+    model = unwrap_model(model)
+    classifier, encoder = getattr(model, "classifier", None), getattr(model, "text_encoder", None)
+    names = list(getattr(model, "train_class_names", None) or [])
+    if classifier is None or not encoder or not names:
+        return None
+    count = min(TEXT_SPACE_NAMES, len(names))
+    index = sorted({round(i * (len(names) - 1) / max(1, count - 1)) for i in range(count)})
+    return {
+        "identity": text_space_identity(encoder),
+        "names": [str(names[i]) for i in index],
+        "embeddings": classifier.train_embeddings[index].detach().float().cpu().clone(),
+    }
+
+
+def _model_rows(model, names):
+    """([m] names, [m, D] rows) of ``names`` the model already has embeddings of (m may be 0)."""
+    classifier = model.classifier
+    tables = [(model.train_class_names, classifier.train_embeddings)]
+    if not getattr(model, "_test_vocabulary_pending", False):
+        tables.append((model.test_class_names, classifier.test_embeddings))
+    found, rows = [], []
+    for name in names:
+        for table_names, table in tables:
+            if name in table_names:
+                found.append(name)
+                rows.append(table[list(table_names).index(name)].detach().float().cpu())
+                break
+    return found, (torch.stack(rows) if rows else None)
+
+
+def check_text_space(model, record, source: str, allow_mismatch: bool = False) -> None:
+    """
+    Refuse a checkpoint whose class-embedding space (``record``, :func:`text_space_record`) is not the
+    one ``model``'s text encoder builds: :class:`TextSpaceMismatchError` naming both, or with
+    ``allow_mismatch`` one warning. Nothing to check for checkpoints without a record (older ones) and
+    models without grid alignment.
+    """
+    from .modeling.text.cache import describe_text_space, load_text_embeddings, text_space_identity
+
+    model = unwrap_model(model)
+    if not isinstance(record, dict) or getattr(model, "classifier", None) is None:
+        return
+    names, recorded = list(record.get("names") or []), record.get("embeddings")
+    if not names or not isinstance(recorded, torch.Tensor) or recorded.dim() != 2 or len(recorded) != len(names):
+        logger.warning(f"{source}: its text-space record is malformed; the text encoder is not checked.")
+        return
+    encoder = getattr(model, "text_encoder", None)
+    ours = text_space_identity(encoder) if encoder else None
+    theirs = record.get("identity") or {}
+    found, current = _model_rows(model, names)
+    if current is None:
+        if encoder is None or ours == theirs:
+            return  # nothing to embed the names with / the same encoder, weights and templates
+        found, current = names, load_text_embeddings(names, **encoder)
+    recorded = recorded[[names.index(n) for n in found]].float()
+    if recorded.shape[1] == current.shape[1]:
+        cosine = torch.nn.functional.cosine_similarity(recorded, current, dim=1)
+        if float(cosine.min()) >= TEXT_SPACE_MIN_COSINE:
+            return
+        worst = int(cosine.argmin())
+        detail = f"the embedding of {found[worst]!r} differs (cosine {float(cosine[worst]):.3f} between the two)"
+    else:
+        detail = f"{recorded.shape[1]}-dim vs {current.shape[1]}-dim embeddings"
+    ours_text = describe_text_space(ours) if ours else "embeddings given explicitly"
+    message = (
+        f"{source} was trained with class embeddings from {describe_text_space(theirs)}, but this model "
+        f"builds them with {ours_text}: another embedding space ({detail}), so its classifier would score "
+        "every class wrongly."
+    )
+    if allow_mismatch:
+        logger.warning(message + " Loading it anyway (MODEL.GRIDCLIP.ALLOW_TEXT_SPACE_MISMATCH).")
+        return
+    raise TextSpaceMismatchError(
+        message + " Use the config it was trained with (MODEL.CLIP.PRETRAINED, MODEL.GRIDCLIP.TEXT_ENCODER.*, "
+        "MODEL.GRIDCLIP.PROMPT_TEMPLATES), or set MODEL.GRIDCLIP.ALLOW_TEXT_SPACE_MISMATCH True to load it anyway."
+    )
+
+
 # ---------------------------------------------------------------------------------------- checkpointer
 class GridCLIPCheckpointer(DetectionCheckpointer):
     """
@@ -156,25 +263,32 @@ class GridCLIPCheckpointer(DetectionCheckpointer):
 
     Same constructor and API as ``DetectionCheckpointer``, plus two keyword-only switches:
     ``allow_partial`` (load only the weights that fit; default False = error) and
-    ``require_complete`` (also refuse missing / unexpected model weights, for inference).
+    ``require_complete`` (also refuse missing / unexpected model weights, for inference), and
+    ``allow_text_space_mismatch`` (load a checkpoint of another class-embedding space with a warning;
+    default False = :class:`TextSpaceMismatchError`).
     """
 
     def __init__(self, model, save_dir="", *, save_to_disk=None, allow_partial=False, require_complete=False,
-                 **checkpointables):
+                 allow_text_space_mismatch=False, **checkpointables):
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
         self.allow_partial = bool(allow_partial)
         self.require_complete = bool(require_complete)
+        self.allow_text_space_mismatch = bool(allow_text_space_mismatch)
 
     @classmethod
-    def from_checkpointer(cls, checkpointer: DetectionCheckpointer, allow_partial=None) -> "GridCLIPCheckpointer":
+    def from_checkpointer(cls, checkpointer: DetectionCheckpointer, allow_partial=None,
+                          allow_text_space_mismatch=None) -> "GridCLIPCheckpointer":
         """The same model, folder, save_to_disk and checkpointables, as a ``GridCLIPCheckpointer``."""
         if allow_partial is None:
             allow_partial = getattr(checkpointer, "allow_partial", False)
+        if allow_text_space_mismatch is None:
+            allow_text_space_mismatch = getattr(checkpointer, "allow_text_space_mismatch", False)
         return cls(
             checkpointer.model,
             checkpointer.save_dir,
             save_to_disk=checkpointer.save_to_disk,
             allow_partial=allow_partial,
+            allow_text_space_mismatch=allow_text_space_mismatch,
             **checkpointer.checkpointables,
         )
 
@@ -196,6 +310,9 @@ class GridCLIPCheckpointer(DetectionCheckpointer):
         test_names = getattr(unwrap_model(self.model), "test_class_names", None)
         if test_names is not None:
             data[TEST_VOCABULARY_KEY] = [str(n) for n in test_names]
+        text_space = text_space_record(self.model)
+        if text_space is not None:
+            data[TEXT_SPACE_KEY] = text_space
         data.update(kwargs)
 
         basename = f"{name}.pth"
@@ -361,6 +478,8 @@ class GridCLIPCheckpointer(DetectionCheckpointer):
     def _load_model(self, checkpoint):
         checkpoint_names = checkpoint.pop(VOCABULARY_KEY, None)
         checkpoint.pop(TEST_VOCABULARY_KEY, None)
+        source = getattr(self, "_loading_path", None) or "the checkpoint"
+        check_text_space(self.model, checkpoint.pop(TEXT_SPACE_KEY, None), source, self.allow_text_space_mismatch)
         incompatible = self._load_model_with_vocabulary(checkpoint, checkpoint_names)
         self._check_fit(incompatible)
         return incompatible

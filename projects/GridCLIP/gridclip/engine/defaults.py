@@ -145,7 +145,8 @@ def train_or_evaluate(args):
     if args.eval_only:
         model = GridCLIPTrainer.build_model(cfg)
         GridCLIPCheckpointer(
-            model, save_dir=cfg.OUTPUT_DIR, allow_partial=allow_partial, require_complete=True
+            model, save_dir=cfg.OUTPUT_DIR, allow_partial=allow_partial, require_complete=True,
+            allow_text_space_mismatch=cfg.MODEL.GRIDCLIP.ALLOW_TEXT_SPACE_MISMATCH,
         ).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         return GridCLIPTrainer.test(cfg, model)
     trainer = GridCLIPTrainer(cfg)

@@ -148,7 +148,8 @@ class GridCLIPTrainer(DefaultTrainer):
 
     def build_hooks(self):
         # Atomic, pickle-free, vocabulary-aware checkpoints (the PeriodicCheckpointer hook takes this one).
-        self.checkpointer = GridCLIPCheckpointer.from_checkpointer(self.checkpointer)
+        self.checkpointer = GridCLIPCheckpointer.from_checkpointer(
+            self.checkpointer, allow_text_space_mismatch=self.cfg.MODEL.GRIDCLIP.ALLOW_TEXT_SPACE_MISMATCH)
         hooks = super().build_hooks()
         hooks.insert(0, FiniteLossHook(self.checkpointer))
         if self.cfg.MODEL.GRIDCLIP.IMAGE_ALIGN:

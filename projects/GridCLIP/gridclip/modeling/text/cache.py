@@ -7,7 +7,12 @@ Encoding the LVIS vocabulary with the RN50 text tower takes about two hours on a
 minutes on a GPU), so ``tools/build_text_embeddings.py`` fills the cache ahead of training. Every
 file read is validated (:func:`~gridclip.modeling.text.files.check_text_embeddings`): the number of
 rows must equal the vocabulary size, the width must equal the CLIP model's embedding dim, values
-must be finite, and the file's recorded model and names must match.
+must be finite, and the file's recorded model and names must match. A cache file that fails
+these checks is rebuilt (one warning naming it); a cache folder that cannot be written means the
+embeddings are computed, one warning per folder is logged, and the run continues uncached.
+
+:func:`text_space_identity` / :func:`describe_text_space` name the embedding space a text-encoder
+setting builds (model, its weights, templates): checkpoints record it (:mod:`gridclip.checkpoint`).
 """
 import json
 import logging
@@ -26,6 +31,8 @@ from .prompts import check_prompt_context, resolve_templates
 
 __all__ = [
     "text_encoder_settings",
+    "text_space_identity",
+    "describe_text_space",
     "default_cache_dir",
     "text_embeddings_cache_path",
     "load_text_embeddings",
@@ -38,6 +45,8 @@ logger = logging.getLogger(__name__)
 _RECIPE_VERSION = "1"
 #: load_text_embeddings shows a progress bar by default from this many prompts (K names x T templates)
 _PROGRESS_MIN_PROMPTS = 512
+#: cache folders already warned about (unwritable): one warning per folder and process
+_WARNED_UNWRITABLE = set()
 
 
 def text_encoder_settings(cfg):
@@ -96,6 +105,48 @@ def text_embeddings_cache_path(class_names, clip_model_name, pretrained, templat
     return os.path.join(default_cache_dir(cache_dir), "text_embeddings", filename)
 
 
+def text_space_identity(text_encoder):
+    """
+    The identity of the class-embedding space a text-encoder setting builds: the CLIP model (name and
+    registered config), its weights (:func:`~gridclip.modeling.clip_loading.pretrained_identity`: a tag,
+    "random-init", or a file's path, size and mtime), the templates (count and digest) and the
+    "This is " option. Two equal identities build the same embeddings for every name.
+
+    Args:
+        text_encoder (dict): :func:`text_encoder_settings` of a config (``GridCLIP.text_encoder``).
+
+    Returns:
+        dict of JSON values.
+    """
+    templates = resolve_templates(text_encoder.get("templates", "vild"))
+    return {
+        "recipe": _RECIPE_VERSION,
+        "model_name": text_encoder["clip_model_name"],
+        "model_config": digest_json(model_config_identity(text_encoder["clip_model_name"]), length=16),
+        "weights": pretrained_identity(text_encoder.get("pretrained", "")),
+        "num_templates": len(templates),
+        "templates": digest_json(list(templates), length=16),
+        "this_is": bool(text_encoder.get("this_is", False)),
+    }
+
+
+def describe_text_space(identity):
+    """One phrase naming a :func:`text_space_identity`: model, weights, templates."""
+    if not identity:
+        return "an unrecorded text encoder"
+    weights = str(identity.get("weights", "?"))
+    if weights.startswith("file:"):
+        weights = "weights " + weights[len("file:"):].rsplit(":", 2)[0]
+    elif weights == "tag:random-init":
+        weights = "random-init weights"
+    else:
+        weights = "weights " + weights[len("tag:"):] if weights.startswith("tag:") else weights
+    templates = f"{identity.get('num_templates', '?')} template(s) {identity.get('templates', '?')}"
+    if identity.get("this_is"):
+        templates += " with 'This is '"
+    return f"the {identity.get('model_name', '?')} text tower ({weights}; {templates})"
+
+
 def _check_class_names(class_names):
     if isinstance(class_names, str) or not all(isinstance(n, str) for n in class_names):
         raise TypeError("class_names must be a list of category-name strings.")
@@ -135,7 +186,10 @@ def load_text_embeddings(class_names, clip_model_name, pretrained, templates="vi
     path = text_embeddings_cache_path(class_names, clip_model_name, pretrained, templates, cache_dir, this_is)
     if use_cache and os.path.isfile(path):
         logger.info(f"Loading cached text embeddings for {len(class_names)} classes from {path}")
-        return load_text_embeddings_file(path, class_names, clip_model_name, dim)
+        try:
+            return load_text_embeddings_file(path, class_names, clip_model_name, dim)
+        except (ValueError, OSError) as e:  # truncated, corrupt, unreadable: never used, rebuilt
+            logger.warning(f"Text-embedding cache file {path} cannot be used ({e}); rebuilding it.")
 
     device = resolve_device(device)
     logger.info(
@@ -156,16 +210,33 @@ def load_text_embeddings(class_names, clip_model_name, pretrained, templates="vi
     check_text_embeddings(embeddings, len(class_names), dim, f"{clip_model_name} text tower")
     if use_cache:
         identity = _cache_identity(class_names, clip_model_name, pretrained, templates, this_is)
-        save_text_embeddings(
-            path, embeddings, class_names, clip_model_name,
-            extra_metadata={
-                "pretrained": identity["pretrained"],
-                "templates": json.dumps(identity["templates"]),
-                "recipe": _RECIPE_VERSION,
-            },
-        )
-        logger.info(f"Cached text embeddings at {path}")
+        try:
+            save_text_embeddings(
+                path, embeddings, class_names, clip_model_name,
+                extra_metadata={
+                    "pretrained": identity["pretrained"],
+                    "templates": json.dumps(identity["templates"]),
+                    "recipe": _RECIPE_VERSION,
+                },
+            )
+        except OSError as e:  # read-only / full / not a folder: the embeddings are still good
+            _warn_unwritable(os.path.dirname(path), e)
+        else:
+            logger.info(f"Cached text embeddings at {path}")
     return embeddings
+
+
+def _warn_unwritable(folder, error):
+    """One warning per cache folder and process: the run continues without caching there."""
+    if folder in _WARNED_UNWRITABLE:
+        return
+    _WARNED_UNWRITABLE.add(folder)
+    reason = error.strerror or str(error)
+    logger.warning(
+        f"Text-embedding cache folder {folder} cannot be written ({reason}); continuing without caching "
+        "(embeddings are rebuilt when needed). Set $GRIDCLIP_CACHE or MODEL.GRIDCLIP.EMBEDDINGS_CACHE_DIR "
+        "to a writable folder to cache them."
+    )
 
 
 def vocabulary_text_embeddings(class_names, text_embeddings=None, text_encoder=None, embed_dim=None):
