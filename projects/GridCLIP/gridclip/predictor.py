@@ -192,6 +192,7 @@ class GridCLIPPredictor:
         checkpointer = GridCLIPCheckpointer(
             nn.Module(),
             allow_partial=allow_partial_weights or self.cfg.MODEL.GRIDCLIP.ALLOW_PARTIAL_WEIGHTS,
+            allow_text_space_mismatch=self.cfg.MODEL.GRIDCLIP.ALLOW_TEXT_SPACE_MISMATCH,
             require_complete=True,
         )
         weights_path = self.cfg.MODEL.WEIGHTS
