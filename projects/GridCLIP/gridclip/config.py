@@ -176,6 +176,10 @@ def add_gridclip_config(cfg):
     # an error listing the parameters; True = load only the weights that fit (the rest stays random).
     # Default False.
     _C.MODEL.GRIDCLIP.ALLOW_PARTIAL_WEIGHTS = False
+    # Checkpoints record their class-embedding space (text encoder, its weights, templates); loading one
+    # where this config builds another space (e.g. a random text tower instead of the pretrained file) is
+    # an error naming both (gridclip/checkpoint.py). True = load it anyway, with a warning. Default False.
+    _C.MODEL.GRIDCLIP.ALLOW_TEXT_SPACE_MISMATCH = False
 
     # ---------------------------------------------------------------- inference speed-ups (exact)
     # (gridclip/modeling/bn_folding.py, decoding.py, meta_arch.py; same detections as without them)

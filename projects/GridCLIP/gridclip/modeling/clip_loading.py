@@ -10,6 +10,8 @@ Build an open_clip CLIP model from ``(model_name, pretrained)`` as GridCLIP's co
   under a ``"state_dict"`` key and with a DDP ``module.`` prefix), a ``.safetensors`` file, or an
   OpenAI TorchScript archive (loaded only through open_clip's ``load_openai_model``).
 """
+import contextlib
+import logging
 import os
 import zipfile
 
@@ -71,6 +73,22 @@ def _load_state_dict_file(path):
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
 
 
+class _NoRandomInitWarning(logging.Filter):
+    def filter(self, record):
+        return not record.getMessage().startswith("No pretrained weights loaded for model")
+
+
+@contextlib.contextmanager
+def _no_random_init_warning():
+    """Silence open_clip's "No pretrained weights loaded ... initialized randomly" (root logger) meanwhile."""
+    root, quiet = logging.getLogger(), _NoRandomInitWarning()
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
+
+
 def create_clip_model(model_name, pretrained="", device="cpu", cache_dir=""):
     """
     Args:
@@ -91,7 +109,8 @@ def create_clip_model(model_name, pretrained="", device="cpu", cache_dir=""):
         if is_torchscript_archive(pretrained):
             model = open_clip.load_openai_model(pretrained, device="cpu", precision="fp32")
         else:
-            model = open_clip.create_model(model_name, pretrained=None, device="cpu")
+            with _no_random_init_warning():  # the local file's weights are loaded right below
+                model = open_clip.create_model(model_name, pretrained=None, device="cpu")
             state = _load_state_dict_file(pretrained)
             try:
                 model.load_state_dict(state, strict=True)
