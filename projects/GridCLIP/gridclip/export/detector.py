@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..modeling.decoding import candidate_scores
+from ..modeling.head import fold_logit_scale
 from .contract import InputContract, contract_ok
 
 __all__ = ["class_wise_nms", "ClassWiseNMS", "ExportableGridCLIP", "BakedVocabulary", "contract_gate"]
@@ -112,12 +113,12 @@ class ExportableGridCLIP(nn.Module):
         features = [features[f] for f in model.head_in_features]
         cls_out, box_deltas, centerness = model.head(features)
         text = F.normalize(class_embeddings.float(), dim=1)
-        scaled_text = (text * model.classifier.logit_scale).t()  # [D, K], as fold_logit_scale
+        scaled_text = fold_logit_scale(text, model.classifier.logit_scale)  # [D, K], as at inference
         bias = model.classifier.bias
         num_classes = class_embeddings.shape[0]
         class_range = torch.ones_like(class_embeddings[:, 0], dtype=torch.long).cumsum(0) - 1  # [K]
         level_boxes, level_scores, level_classes = [], [], []
-        for level, (emb, deltas, ctr, stride) in enumerate(zip(cls_out, box_deltas, centerness, model.anchor_generator.strides)):
+        for level, (emb, deltas, ctr) in enumerate(zip(cls_out, box_deltas, centerness)):
             batch, dim = emb.shape[0], emb.shape[1]
             emb = emb.permute(0, 2, 3, 1).reshape(batch, -1, dim)  # [B, R, D]
             deltas = deltas.permute(0, 2, 3, 1).reshape(batch, -1, 4).float()
