@@ -35,15 +35,19 @@ logger = logging.getLogger("gridclip.demo")
 
 #: --vocabulary choices: gridclip.vocabulary.BUILTIN_VOCABULARIES, and "custom" (--custom-vocabulary)
 VOCABULARIES = ("lvis", "lvis_base", "coco", "voc", "custom")
-#: gridclip.demo.outputs.IMAGE_EXTENSIONS / VIDEO_EXTENSIONS, for the help text
+#: gridclip.demo.outputs.IMAGE_EXTENSIONS / INPUT_IMAGE_EXTENSIONS / VIDEO_EXTENSIONS, for the help text
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+INPUT_IMAGE_EXTENSIONS = IMAGE_EXTENSIONS + (".gif", ".jfif", ".ppm", ".pgm", ".pbm")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv")
 
 
 def get_parser():
     parser = argparse.ArgumentParser(description="GridCLIP open-vocabulary detection demo")
     parser.add_argument("--config-file", required=True, metavar="FILE", help="path to a GridCLIP config file")
-    parser.add_argument("--input", nargs="+", help="image files, glob patterns ('imgs/*.jpg') or folders")
+    parser.add_argument(
+        "--input", nargs="+",
+        help=f"image files, glob patterns ('imgs/*.jpg') or folders (their {'/'.join(INPUT_IMAGE_EXTENSIONS)} files)",
+    )
     parser.add_argument("--video-input", help="a video file")
     parser.add_argument("--webcam", action="store_true", help="take frames from the webcam (Esc quits)")
     parser.add_argument(
@@ -90,7 +94,7 @@ def main(argv=None):
     from gridclip.demo.arguments import check_arguments, resolve_demo_vocabulary
     from gridclip.demo.outputs import plan_run
     from gridclip.demo.runs import run_images, run_video, run_webcam
-    from gridclip.demo.visualization import vocabulary_metadata
+    from gridclip.demo.visualization import printable, vocabulary_metadata
     from gridclip.predictor import GridCLIPPredictor
 
     setup_logger(name="fvcore")
@@ -118,7 +122,7 @@ def main(argv=None):
     else:
         failed = run_webcam(predictor, metadata, video_target)
     if failed:
-        logger.error("%d input(s) failed: %s", len(failed), ", ".join(failed))
+        logger.error("%d input(s) failed: %s", len(failed), ", ".join(printable(path) for path in failed))
         return 1
     return 0
 

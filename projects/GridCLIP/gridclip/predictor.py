@@ -336,10 +336,22 @@ class GridCLIPPredictor:
             return image
         raise TypeError(f"An image is a file path or an HWC uint8 BGR numpy array, got {type(image).__name__}.")
 
+    def _resize_transform(self, image: np.ndarray) -> T.Transform:
+        """
+        The config's test-time resize (``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``) of ``image``. A side
+        it would round to 0 pixels (a very elongated image, e.g. 1 x 3000 with MAX_SIZE_TEST 1333) is
+        kept at 1 pixel, so every image the decoder accepts can be detected on.
+        """
+        transform = self.resize.get_transform(image)
+        if isinstance(transform, T.ResizeTransform) and min(transform.new_h, transform.new_w) < 1:
+            transform = T.ResizeTransform(transform.h, transform.w, max(1, transform.new_h), max(1, transform.new_w),
+                                          transform.interp)
+        return transform
+
     def _model_input(self, image_bgr: np.ndarray) -> dict:
         height, width = image_bgr.shape[:2]
         image = image_bgr[:, :, ::-1] if self.input_format == "RGB" else image_bgr
-        image = self.resize.get_transform(image).apply_image(np.ascontiguousarray(image))
+        image = self._resize_transform(image).apply_image(np.ascontiguousarray(image))
         tensor = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
         return {"image": tensor, "height": height, "width": width}
 

@@ -1,7 +1,9 @@
 """
 The demo's loops: images (detect, print, draw, write or show each; a failing input is reported and
 the others still run), a video file and the webcam (VideoVisualizer, colours tracked over frames).
-Each returns the inputs that failed.
+Each returns the inputs that failed. Input names are printed escaped (:func:`.visualization.printable`):
+one line per image or frame, whatever the file name holds. A video's output file is created at its
+first decoded frame: a video without frames leaves no (empty) output file.
 """
 import logging
 import os
@@ -13,7 +15,7 @@ import tqdm
 from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import ColorMode
 
-from .visualization import describe, display_available, draw, show, video_writer_for, write_image
+from .visualization import describe, display_available, draw, printable, show, video_writer_for, write_image
 
 __all__ = ["run_images", "process_frames", "read_frames", "run_video", "run_webcam"]
 
@@ -30,12 +32,12 @@ def run_images(predictor, targets, metadata):
             image = predictor.read_image(path)
             detections = predictor(image)
         except (OSError, ValueError) as e:
-            logger.error("Failed on '%s': %s", path, e)
+            logger.error("Failed on '%s': %s", printable(path), printable(e))
             failed.append(path)
             continue
         elapsed = time.perf_counter() - start
-        logger.info("%s: detected %d instances in %.3fs", path, len(detections), elapsed)
-        print(f"{path}: {len(detections)} detections: {describe(detections)}", flush=True)
+        logger.info("%s: detected %d instances in %.3fs", printable(path), len(detections), elapsed)
+        print(f"{printable(path)}: {len(detections)} detections: {describe(detections)}", flush=True)
         vis = draw(image, detections, metadata)
         target = targets[path]
         if target is None:
@@ -45,7 +47,8 @@ def run_images(predictor, targets, metadata):
         try:
             write_image(target, vis)
         except (OSError, ValueError) as e:
-            logger.error("Failed on '%s': could not write '%s': %s", path, target, getattr(e, "strerror", None) or e)
+            logger.error("Failed on '%s': could not write '%s': %s", printable(path), printable(target),
+                         getattr(e, "strerror", None) or e)
             failed.append(path)
     return failed
 
@@ -71,23 +74,25 @@ def read_frames(capture):
 
 def run_video(predictor, video_path, metadata, target):
     """Visualise every frame of ``video_path`` (to ``target`` or a window); returns the failed inputs."""
+    name = printable(video_path)
     if not os.path.isfile(video_path):
-        logger.error("Failed on '%s': no such video file.", video_path)
+        logger.error("Failed on '%s': no such video file.", name)
         return [video_path]
     capture = cv2.VideoCapture(video_path)
     if not capture.isOpened():
-        logger.error("Failed on '%s': cannot open the video (not a video, or a format OpenCV cannot read).", video_path)
+        logger.error("Failed on '%s': cannot open the video (not a video, or a format OpenCV cannot read).", name)
         return [video_path]
-    width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     num_frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    writer = video_writer_for(target, fps, width, height) if target else None
+    writer = None  # opened at the first frame, with its size: no empty output file for a video without frames
     start, count, stopped = time.perf_counter(), 0, False
     try:
         frames = tqdm.tqdm(read_frames(capture), total=num_frames, desc="frames", file=sys.stderr)
         for index, vis, detections in process_frames(predictor, frames, metadata):
             count += 1
-            print(f"{video_path} frame {index}: {len(detections)} detections: {describe(detections)}", flush=True)
+            print(f"{name} frame {index}: {len(detections)} detections: {describe(detections)}", flush=True)
+            if target and writer is None:
+                writer = video_writer_for(target, fps, vis.shape[1], vis.shape[0])
             if writer is not None:
                 writer.write(vis)
             elif show(vis, 1):
@@ -98,14 +103,15 @@ def run_video(predictor, video_path, metadata, target):
         if writer is not None:
             writer.release()
     if count == 0:
-        logger.error("Failed on '%s': no frame could be decoded.", video_path)
+        logger.error("Failed on '%s': no frame could be decoded (an empty or unreadable video); nothing was written.",
+                     name)
         return [video_path]
     elapsed = time.perf_counter() - start
-    logger.info("%s: %d frames in %.2fs (%.3fs per frame)%s", video_path, count, elapsed, elapsed / count,
-                f", written to {target}" if writer is not None else "")
+    logger.info("%s: %d frames in %.2fs (%.3fs per frame)%s", name, count, elapsed, elapsed / count,
+                f", written to {printable(target)}" if writer is not None else "")
     if num_frames and count < num_frames and not stopped:
         logger.error(
-            "Failed on '%s': the video ended after %d of its %d frames (truncated or corrupt)%s.", video_path, count,
+            "Failed on '%s': the video ended after %d of its %d frames (truncated or corrupt)%s.", name, count,
             num_frames, f"; the {count} decoded frames are in {target}" if writer is not None else "",
         )
         return [video_path]

@@ -14,7 +14,7 @@ from ..file_io import atomic_write_bytes
 from ..tool_errors import ToolError, check_writable_dir
 
 __all__ = [
-    "WINDOW_NAME", "display_available", "vocabulary_metadata", "describe", "draw", "write_image", "show",
+    "WINDOW_NAME", "display_available", "vocabulary_metadata", "describe", "printable", "draw", "write_image", "show",
     "video_writer_for",
 ]
 
@@ -55,6 +55,15 @@ def vocabulary_metadata(names):
 def describe(detections):
     """``name (score), ...`` of a :class:`gridclip.predictor.Detections`, as the demo prints them."""
     return ", ".join(f"{name} ({score:.2f})" for name, score in zip(detections.class_names, detections.scores.tolist()))
+
+
+def printable(text):
+    """``text`` (a file name) for one output line: newlines, tabs and other non-printable characters are
+    escaped as Python writes them (``\\n``), so a name cannot break or forge the demo's per-image lines."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def draw(image_bgr, detections, metadata):
