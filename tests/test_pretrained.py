@@ -6,9 +6,8 @@ tools/export_model.py --format folder writes one.
 """
 import json
 import os
+import re
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -112,15 +111,37 @@ def test_hub_id_from_the_local_cache_offline(saved, tmp_path, monkeypatch):
         GridCLIPPredictor.from_pretrained("gridclip/not-there", cache_dir=str(tmp_path / "hub"))
 
 
-def test_export_tool_writes_a_folder(tmp_path):
-    env = dict(os.environ, GRIDCLIP_CACHE=str(tmp_path / "cache"))
+def test_export_tool_writes_a_folder(tmp_path, monkeypatch):
+    import runpy
+
+    monkeypatch.setenv("GRIDCLIP_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "weights"
-    cmd = [sys.executable, os.path.join(REPO, "tools", "export_model.py"), "--config-file", TINY_CONFIG,
-           "--format", "folder", "--vocabulary", "cat,dog", "--output", str(out), *OPTS, "MODEL.WEIGHTS", ""]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    tool = runpy.run_path(os.path.join(REPO, "tools", "export_model.py"), run_name="export_tool")
+    tool["main"](["--config-file", TINY_CONFIG, "--format", "folder", "--vocabulary", "cat,dog", "--output", str(out),
+                  *OPTS, "MODEL.WEIGHTS", ""])
     assert json.load(open(out / "class_names.json"))["class_names"] == ["cat", "dog"]
     from gridclip.pretrained import export_weights_folder
 
     with pytest.raises(FileExistsError, match="not empty"):  # checked before any model is built
         export_weights_folder(TINY_CONFIG, str(out))
+
+
+def test_demo_runs_from_the_folder_with_an_exemplar(saved, tmp_path, monkeypatch, capsys):
+    import runpy
+
+    import cv2
+
+    _, folder, image, _ = saved
+    monkeypatch.setenv("GRIDCLIP_CACHE", str(tmp_path / "cache"))
+    path = str(tmp_path / "in.png")
+    cv2.imwrite(path, image)
+    demo = runpy.run_path(os.path.join(REPO, "tools", "demo.py"), run_name="demo_tool")
+    status = demo["cli_main"](["--weights-folder", folder, "--input", path, "--output", str(tmp_path / "vis"), "--cpu",
+                               "--confidence-threshold", "0.0", "--vocabulary", "custom", "--custom-vocabulary", "zebra",
+                               "--exemplar", f"that={path}:10,10,50,40"])
+    assert status == 0 and os.path.isfile(tmp_path / "vis" / "in.png")
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith(f"{path}: "))
+    assert "that (" in line and set(re.findall(r"([A-Za-z][A-Za-z ]*) \(\d\.\d\d\)", line)) <= {"zebra", "that"}, line
+    bad = demo["cli_main"](["--weights-folder", folder, "--input", path, "--output", str(tmp_path / "vis2"),
+                            "--exemplar", f"that={path}:1,2,3"])
+    assert bad == 1 and "--exemplar" in capsys.readouterr().err

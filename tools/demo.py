@@ -43,7 +43,13 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv")
 
 def get_parser():
     parser = argparse.ArgumentParser(description="GridCLIP open-vocabulary detection demo")
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="path to a GridCLIP config file")
+    parser.add_argument("--config-file", metavar="FILE", help="path to a GridCLIP config file (or --weights-folder)")
+    parser.add_argument("--weights-folder", metavar="FOLDER_OR_HUB_ID",
+                        help="a weights folder (GridCLIPPredictor.from_pretrained: config, weights, CLIP files, "
+                        "class names) or a model-hub id, instead of --config-file + MODEL.WEIGHTS")
+    parser.add_argument("--exemplar", action="append", metavar="NAME=IMAGE:x0,y0,x1,y1",
+                        help="an image exemplar as a class (repeatable; one NAME for several = their average): "
+                        "added to --vocabulary's names, or alone the vocabulary")
     parser.add_argument(
         "--input", nargs="+",
         help=f"image files, glob patterns ('imgs/*.jpg') or folders (their {'/'.join(INPUT_IMAGE_EXTENSIONS)} files)",
@@ -91,7 +97,7 @@ def main(argv=None):
     args = get_parser().parse_args(argv)
     import gridclip  # noqa: F401  (first: applies the Detectron2 compatibility fixes)
     from detectron2.utils.logger import setup_logger
-    from gridclip.demo.arguments import check_arguments, resolve_demo_vocabulary
+    from gridclip.demo.arguments import add_demo_exemplars, check_arguments, resolve_demo_vocabulary
     from gridclip.demo.outputs import plan_run
     from gridclip.demo.runs import run_images, run_video, run_webcam
     from gridclip.demo.visualization import printable, vocabulary_metadata
@@ -102,8 +108,11 @@ def main(argv=None):
     logger.info("Arguments: %s", args)
     check_arguments(args)
     image_targets, video_target = plan_run(args)
-    vocabulary = resolve_demo_vocabulary(args)
-    predictor = GridCLIPPredictor(
+    vocabulary = add_demo_exemplars(args, resolve_demo_vocabulary(args))
+    predictor = GridCLIPPredictor.from_pretrained(
+        args.weights_folder, vocabulary=vocabulary, opts=args.opts, device="cpu" if args.cpu else None,
+        confidence_threshold=args.confidence_threshold,
+    ) if args.weights_folder else GridCLIPPredictor(
         args.config_file,
         vocabulary=vocabulary,
         opts=args.opts,

@@ -46,6 +46,7 @@ from ..modeling.text.cache import default_cache_dir
 from ..tool_errors import ToolError, check_writable_dir
 from .datasets import register_config_world_datasets, world_dataset_root
 from .detection import DEFAULT_GENERATOR_ARGS, ensure_world_dataset
+from ..pretrained import export_weights_folder
 from .pretraining import BACKBONE_CLIP, TEACHER_CLIP, ensure_world_clips
 from .training import load_run_config, lvis_metrics, train_and_evaluate
 from .visualization import visualize_novel_detections
@@ -282,6 +283,9 @@ def run_embedded_default(config_file, random_init_config_file, output_dir="", nu
             visualize_novel_detections(cfg, config_file, pretrained_opts, weights, vis_dir, num_vis, vis_threshold)
             if num_vis > 0 else ([], {})
         )
+    weights_folder = export_weights_folder(  # the trained model as a self-describing folder (gridclip.pretrained)
+        os.path.join(cfg.OUTPUT_DIR, "config.yaml"), os.path.join(output_dir, "weights"),
+        opts=["MODEL.WEIGHTS", weights], metrics={f"{k} ({cfg.DATASETS.TEST[0]})": v for k, v in pretrained.items()})
     timings = dict(phase.seconds, total=round(time.perf_counter() - start_time, 1))
     if random_run is not None:
         timings["train_random_init"] = random_run.seconds  # 0 when cached; overlaps pretrain_clip and train_pretrained
@@ -294,6 +298,7 @@ def run_embedded_default(config_file, random_init_config_file, output_dir="", nu
         "clip_weights": {BACKBONE_CLIP: clips[BACKBONE_CLIP]["path"], TEACHER_CLIP: clips[TEACHER_CLIP]["path"]},
         "random_init_source": random_run.source if random_run is not None else None,
         "novel_categories_detected_in_vis": novel_found,
+        "weights_folder": weights_folder,
     }
     os.makedirs(output_dir, exist_ok=True)
     atomic_write_text(os.path.join(output_dir, "summary.json"), json.dumps(summary, indent=1))
@@ -305,6 +310,7 @@ def run_embedded_default(config_file, random_init_config_file, output_dir="", nu
     print("Zero-shot top-1 over the 192 world names: " + ", ".join(
         f"{k} {100 * v:.1f} %" for k, v in zero_shot.items() if v is not None))
     print(f"Trained weights:       {weights}")
+    print(f"Weights folder:        {weights_folder} (GridCLIPPredictor.from_pretrained, tools/demo.py --weights-folder)")
     print(f"Evaluation outputs:    {os.path.join(cfg.OUTPUT_DIR, 'inference', cfg.DATASETS.TEST[0])}")
     print(f"Visualisations:        {vis_dir} ({len(vis_paths)} images: ground truth | detections)")
     print(f"Summary:               {os.path.join(output_dir, 'summary.json')}")
