@@ -1,15 +1,15 @@
 """
 A predictor's text-embedding source: the CLIP text tower kept loaded and a bounded in-memory cache
 of the vocabularies and queries it embedded, so ``GridCLIPPredictor.rescore`` with a new query list
-costs one text-tower pass (no CLIP reload, no new cache file), and a read-only text-embedding cache
-means compute, warn once, continue uncached.
+costs one text-tower pass (no CLIP reload, no new cache file).
 
 The disk cache (:mod:`gridclip.modeling.text.cache`) is still read when it holds a vocabulary, and
-written for vocabularies set with ``set_vocabulary`` (``persist=True``) when it can be written.
+written for vocabularies set with ``set_vocabulary`` (``persist=True``, through
+:func:`~gridclip.modeling.text.cache.load_text_embeddings`: a cache folder that cannot be written
+means compute, one warning per folder, continue uncached).
 """
 import logging
 import os
-import tempfile
 import threading
 from collections import OrderedDict
 from typing import Dict, Optional, Sequence
@@ -23,7 +23,7 @@ from .modeling.text.encoding import clip_text_embed_dim, encode_text_embeddings,
 from .modeling.text.files import check_text_embeddings, load_text_embeddings_file
 from .modeling.text.prompts import check_prompt_context, resolve_templates
 
-__all__ = ["TextQueries", "cache_writable", "DEFAULT_MAX_ENTRIES", "DEFAULT_MAX_ROWS"]
+__all__ = ["TextQueries", "DEFAULT_MAX_ENTRIES", "DEFAULT_MAX_ROWS"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,39 +31,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_ENTRIES = 256
 #: and at most this many embedding rows in all (1024-dim float32: 4 KB a row, 64K rows = 256 MB)
 DEFAULT_MAX_ROWS = 65536
-
-_warned_dirs = set()
-_warn_lock = threading.Lock()
-
-
-def cache_writable(cache_dir="") -> bool:
-    """
-    Whether the text-embedding cache folder (``cache_dir`` or ``$GRIDCLIP_CACHE`` or
-    ~/.cache/gridclip, its ``text_embeddings/`` folder) can be written: a real write, so read-only
-    file systems are found also as root. When not, one warning per folder and process.
-    """
-    folder = os.path.join(text_cache.default_cache_dir(cache_dir), "text_embeddings")
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".gridclip-write-test-", dir=folder)
-        os.close(fd)
-        os.remove(probe)
-        return True
-    except OSError as e:
-        _warn_unwritable(folder, e)
-        return False
-
-
-def _warn_unwritable(folder, error):
-    with _warn_lock:
-        if folder in _warned_dirs:
-            return
-        _warned_dirs.add(folder)
-    logger.warning(
-        "The text-embedding cache %s cannot be written (%s): text embeddings are computed and kept in memory "
-        "only. Set $GRIDCLIP_CACHE or MODEL.GRIDCLIP.EMBEDDINGS_CACHE_DIR to a writable folder to keep them.",
-        folder, getattr(error, "strerror", None) or error,
-    )
 
 
 class TextQueries:
@@ -126,9 +93,10 @@ class TextQueries:
     def embeddings(self, names: Sequence[str], persist: bool = False) -> torch.Tensor:
         """
         [K, D] L2-normalised embeddings of ``names`` (already validated): from memory, else the disk
-        cache if it holds them, else built — with the resident text tower (``persist=False``, or an
-        unwritable cache), or through :func:`gridclip.modeling.text.cache.load_text_embeddings`, which
-        writes the cache (``persist=True``).
+        cache if it holds them, else built — with the resident text tower, writing no file
+        (``persist=False``: ``rescore``'s queries), or through
+        :func:`gridclip.modeling.text.cache.load_text_embeddings`, which writes the cache where it can
+        (``persist=True``: ``set_vocabulary``).
         """
         names = list(names)
         hit = self.cached(names)
@@ -140,13 +108,13 @@ class TextQueries:
             names, settings["clip_model_name"], settings["pretrained"], settings.get("templates", "vild"),
             settings.get("cache_dir", ""), settings.get("this_is", False),
         )
-        if os.path.isfile(path):
-            embeddings = load_text_embeddings_file(path, names, settings["clip_model_name"], dim)
-        elif persist and cache_writable(settings.get("cache_dir", "")):
+        if persist:  # reads the cache, or builds and writes it (unwritable: one warning, continues)
+            embeddings = text_cache.load_text_embeddings(names, **settings)
+        elif os.path.isfile(path):
             try:
-                embeddings = text_cache.load_text_embeddings(names, **settings)
-            except OSError as e:  # the cache became unwritable after the probe
-                _warn_unwritable(os.path.dirname(path), e)
+                embeddings = load_text_embeddings_file(path, names, settings["clip_model_name"], dim)
+            except (ValueError, OSError) as e:  # a corrupt cache entry is never used
+                logger.warning("Text-embedding cache file %s cannot be used (%s); embedding the names again.", path, e)
                 embeddings = self.encode(names)
         else:
             embeddings = self.encode(names)
