@@ -59,9 +59,9 @@ def test_folder_is_hub_shaped_and_works_alone_after_moving(saved, tmp_path, monk
     _, folder, image, expected = saved
     files = sorted(os.listdir(folder))
     assert files == ["README.md", "class_embeddings.safetensors", "class_names.json", "clip", "config.yaml",
-                     "gridclip.json", "model.safetensors"]
+                     "manifest.json", "model.safetensors"]
     assert os.listdir(os.path.join(folder, "clip")) and "tiny_rn.safetensors" in os.listdir(os.path.join(folder, "clip"))
-    manifest = json.load(open(os.path.join(folder, "gridclip.json")))
+    manifest = json.load(open(os.path.join(folder, "manifest.json")))
     assert manifest["text_encoder"]["model_name"] == "GridCLIP-Tiny-RN"
     assert manifest["text_encoder"]["pretrained"] == "clip/tiny_rn.safetensors"
     assert "from_pretrained" in open(os.path.join(folder, "README.md")).read()
@@ -85,7 +85,7 @@ def test_edited_or_incomplete_folder_is_refused(saved, tmp_path):
         f.write(" ")
     with pytest.raises(ValueError, match="class_names.json does not match its sha256"):
         GridCLIPPredictor.from_pretrained(broken)
-    os.remove(os.path.join(broken, "gridclip.json"))
+    os.remove(os.path.join(broken, "manifest.json"))
     with pytest.raises(FileNotFoundError, match="not a GridCLIP weights folder"):
         GridCLIPPredictor.from_pretrained(broken)
     with pytest.raises(FileNotFoundError, match="neither an existing weights folder nor a model-hub id"):

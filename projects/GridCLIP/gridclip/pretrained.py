@@ -14,7 +14,7 @@ Layout (everything inference needs; nothing outside the folder is read)::
     class_embeddings.safetensors  text embeddings of class_names (so loading builds none)
     clip/<file>.safetensors       the CLIP weights the backbone and the text encoder are built from
     clip/<model>.json             their open_clip model config (registered when open_clip lacks it)
-    gridclip.json                 manifest: format version, text-encoder identity, sha256 of every file
+    manifest.json                 manifest: format version, text-encoder identity, sha256 of every file
 
 Loading verifies the manifest: every file's sha256, the text encoder's identity (open_clip model name,
 its model config, the sha256 of its weights) and the class names (those of ``class_names.json``, the
@@ -54,7 +54,7 @@ CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "model.safetensors"
 CLASS_NAMES_FILE = "class_names.json"
 EMBEDDINGS_FILE = "class_embeddings.safetensors"
-MANIFEST_FILE = "gridclip.json"
+MANIFEST_FILE = "manifest.json"
 MODEL_CARD_FILE = "README.md"
 CLIP_DIR = "clip"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
@@ -277,7 +277,7 @@ def resolve_pretrained_folder(folder_or_hub_id, cache_dir=None) -> str:
 
 
 def read_manifest(folder) -> dict:
-    """The folder's ``gridclip.json``, its files checked against their sha256."""
+    """The folder's ``manifest.json``, its files checked against their sha256."""
     path = os.path.join(folder, MANIFEST_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(
