@@ -246,3 +246,17 @@ def test_exemplar_drawn_on_the_editor_via_the_client(client, example_png, tmp_pa
                                       api_name="/detect")
     assert "vocabulary of 2" in status
     assert table["data"] and {r[0] for r in table["data"]} <= {"zebra", "drawn star"}
+
+
+def test_default_weights_folder_is_the_last_make_demo_wrote(tmp_path, monkeypatch):
+    from gridclip.web_demo.launcher import EMBEDDED_DEFAULT_WEIGHTS, default_weights_folder
+
+    monkeypatch.chdir(tmp_path)
+    assert default_weights_folder() == EMBEDDED_DEFAULT_WEIGHTS  # nothing written yet: named in the error
+    first, second = EMBEDDED_DEFAULT_WEIGHTS, EMBEDDED_DEFAULT_WEIGHTS.replace("pretrained", "pretrained_run2")
+    for age, folder in ((100, first), (0, second)):
+        os.makedirs(folder)
+        manifest = os.path.join(folder, "gridclip.json")
+        open(manifest, "w").close()
+        os.utime(manifest, (os.path.getmtime(manifest) - age,) * 2)
+    assert default_weights_folder() == second

@@ -2,6 +2,7 @@
 What ``tools/web_demo.py`` does: load a weights folder, then serve the page (until Ctrl-C), or take a
 headless-Chromium screenshot of it and stop.
 """
+import glob
 import logging
 import os
 import time
@@ -12,15 +13,20 @@ __all__ = ["EMBEDDED_DEFAULT_WEIGHTS", "default_weights_folder", "load_session",
 
 logger = logging.getLogger(__name__)
 
-#: where ``make demo`` writes the embedded default's weights folder (relative to the repository root)
+#: where ``make demo`` writes the embedded default's weights folder (its OUTPUT_DIR + "weights", relative to
+#: the folder it runs in; an earlier run's folder is kept and the new run writes ``<OUTPUT_DIR>_run2``, ...)
 EMBEDDED_DEFAULT_WEIGHTS = os.path.join("output", "gridclip_world_pretrained", "weights")
 
 
 def default_weights_folder() -> str:
-    """The embedded default's weights folder (``make demo`` writes it)."""
-    from ..world import embedded_default
-
-    return getattr(embedded_default, "WEIGHTS_FOLDER", EMBEDDED_DEFAULT_WEIGHTS)
+    """
+    The embedded default's weights folder: of ``EMBEDDED_DEFAULT_WEIGHTS`` and its ``_runN`` siblings, the
+    one written last; ``EMBEDDED_DEFAULT_WEIGHTS`` itself when none exists.
+    """
+    run_dir, leaf = os.path.split(EMBEDDED_DEFAULT_WEIGHTS)
+    candidates = [EMBEDDED_DEFAULT_WEIGHTS] + glob.glob(os.path.join(glob.escape(run_dir) + "_run*", leaf))
+    written = [c for c in candidates if os.path.isfile(os.path.join(c, "gridclip.json"))]
+    return max(written, key=lambda c: os.path.getmtime(os.path.join(c, "gridclip.json"))) if written else candidates[0]
 
 
 def load_session(weights: str, device=None, min_threshold=None, max_detections_shown=100):
