@@ -1,0 +1,167 @@
+"""
+Naming accuracy: does the detection a user sees on an object carry the object's name?
+
+AP counts a detection at any score, so a detector whose drawn (above-threshold) boxes mostly carry
+wrong names can still reach a high AP. Naming accuracy measures what a picture shows: for every
+ground-truth object, take the detection above ``score_threshold`` that overlaps it best (any class;
+highest IoU, ties to the higher score); the object is *named* when that IoU is at least ``iou_min``
+(default 0.5, the IoU of AP50) and the detection's class is the object's. An object without such a
+detection counts as not named (and not localised). Reported over base and novel (rare) objects
+separately and together:
+
+    accuracy = named objects / objects;  localised = objects with a detection at IoU >= iou_min
+
+Ground-truth boxes with zero area are left out, as LVIS's evaluation leaves them out.
+"""
+import json
+from collections import defaultdict
+from typing import Dict, Iterable, Optional, Sequence
+
+import numpy as np
+
+__all__ = ["DEFAULT_IOU_MIN", "naming_accuracy", "naming_accuracy_of_lvis_results", "format_naming_accuracy"]
+
+#: IoU a detection needs with an object to be "on" it (AP50's)
+DEFAULT_IOU_MIN = 0.5
+_GROUPS = ("base", "novel", "all")
+
+
+def _pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[G, 4] x [D, 4] XYXY boxes -> [G, D] IoU."""
+    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def _as_boxes(boxes) -> np.ndarray:
+    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+
+
+def naming_accuracy(
+    gt_boxes: Sequence,
+    gt_classes: Sequence,
+    det_boxes: Sequence,
+    det_scores: Sequence,
+    det_classes: Sequence,
+    *,
+    score_threshold: float,
+    iou_min: float = DEFAULT_IOU_MIN,
+    novel_classes: Iterable[int] = (),
+) -> Dict:
+    """
+    Naming accuracy over images (see the module docstring).
+
+    Args:
+        gt_boxes: per image, [G_i, 4] ground-truth boxes, XYXY absolute.
+        gt_classes: per image, [G_i] class ids.
+        det_boxes: per image, [D_i, 4] detection boxes, XYXY absolute (same images, same order).
+        det_scores: per image, [D_i] scores; only those >= ``score_threshold`` count.
+        det_classes: per image, [D_i] class ids (the same id space as ``gt_classes``).
+        score_threshold: the visualisation threshold (what a drawn picture shows).
+        iou_min: IoU the best-overlapping detection needs to be on the object; default 0.5.
+        novel_classes: ids of the novel (rare, never annotated in training) classes.
+
+    Returns:
+        dict: ``{"base" | "novel" | "all": {"accuracy": float or None (no objects), "named": int,
+        "localised": int, "objects": int}, "score_threshold": float, "iou_min": float}``.
+    """
+    if not 0.0 < iou_min <= 1.0:
+        raise ValueError(f"iou_min must be in (0, 1], got {iou_min}")
+    lengths = {len(gt_boxes), len(gt_classes), len(det_boxes), len(det_scores), len(det_classes)}
+    if len(lengths) != 1:
+        raise ValueError("naming_accuracy: ground truth and detections must list the same images "
+                         f"(got {len(gt_boxes)}, {len(gt_classes)}, {len(det_boxes)}, {len(det_scores)}, "
+                         f"{len(det_classes)} entries)")
+    novel = {int(c) for c in novel_classes}
+    counts = {g: {"named": 0, "localised": 0, "objects": 0} for g in _GROUPS}
+    for boxes, classes, d_boxes, d_scores, d_classes in zip(gt_boxes, gt_classes, det_boxes, det_scores, det_classes):
+        boxes, classes = _as_boxes(boxes), np.asarray(classes, dtype=np.int64).reshape(-1)
+        d_boxes, d_scores = _as_boxes(d_boxes), np.asarray(d_scores, dtype=np.float64).reshape(-1)
+        d_classes = np.asarray(d_classes, dtype=np.int64).reshape(-1)
+        if not (len(boxes) == len(classes) and len(d_boxes) == len(d_scores) == len(d_classes)):
+            raise ValueError("naming_accuracy: boxes, scores and classes of one image differ in length")
+        valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        boxes, classes = boxes[valid], classes[valid]
+        keep = d_scores >= score_threshold
+        d_boxes, d_scores, d_classes = d_boxes[keep], d_scores[keep], d_classes[keep]
+        if len(boxes) == 0:
+            continue
+        if len(d_boxes):
+            iou = _pairwise_iou(boxes, d_boxes)  # [G, D]
+            # best IoU; among equal IoUs the higher score (lexsort: last key is primary)
+            order = np.lexsort((-d_scores[None, :].repeat(len(boxes), 0), -iou), axis=1)
+            best = order[:, 0]
+            best_iou = iou[np.arange(len(boxes)), best]
+            localised = best_iou >= iou_min
+            named = localised & (d_classes[best] == classes)
+        else:
+            localised = named = np.zeros(len(boxes), dtype=bool)
+        is_novel = np.array([int(c) in novel for c in classes], dtype=bool)
+        for group, mask in (("base", ~is_novel), ("novel", is_novel), ("all", np.ones_like(is_novel))):
+            counts[group]["objects"] += int(mask.sum())
+            counts[group]["localised"] += int((localised & mask).sum())
+            counts[group]["named"] += int((named & mask).sum())
+    result = {}
+    for group, c in counts.items():
+        result[group] = dict(accuracy=(c["named"] / c["objects"]) if c["objects"] else None, **c)
+    result["score_threshold"] = float(score_threshold)
+    result["iou_min"] = float(iou_min)
+    return result
+
+
+def _xywh_to_xyxy(box):
+    x, y, w, h = box
+    return [x, y, x + w, y + h]
+
+
+def naming_accuracy_of_lvis_results(gt_json: str, results, *, score_threshold: float,
+                                    iou_min: float = DEFAULT_IOU_MIN, novel_frequencies=("r",)) -> Dict:
+    """
+    :func:`naming_accuracy` of an LVIS evaluation's saved detections.
+
+    Args:
+        gt_json: the LVIS-format ground-truth json (``images``, ``annotations`` with XYWH ``bbox``,
+            ``categories`` with ``frequency``).
+        results: the evaluator's ``lvis_instances_results.json`` (a path), or its list of
+            ``{"image_id", "category_id", "bbox" (XYWH), "score"}`` dicts, category ids of ``gt_json``.
+        score_threshold, iou_min: as :func:`naming_accuracy`.
+        novel_frequencies: categories whose ``frequency`` is one of these are novel; default rare ("r"),
+            the open-vocabulary protocol's novel classes.
+    """
+    with open(gt_json) as f:
+        gt = json.load(f)
+    if isinstance(results, str):
+        with open(results) as f:
+            results = json.load(f)
+    novel = [c["id"] for c in gt.get("categories", []) if c.get("frequency") in novel_frequencies]
+    truth, found = defaultdict(list), defaultdict(list)
+    for a in gt.get("annotations", []):
+        truth[a["image_id"]].append((_xywh_to_xyxy(a["bbox"]), a["category_id"]))
+    for r in results:
+        found[r["image_id"]].append((_xywh_to_xyxy(r["bbox"]), r["category_id"], r["score"]))
+    image_ids = [image["id"] for image in gt.get("images", [])]
+    gt_boxes = [[b for b, _ in truth[i]] for i in image_ids]
+    gt_classes = [[c for _, c in truth[i]] for i in image_ids]
+    det_boxes = [[b for b, _, _ in found[i]] for i in image_ids]
+    det_classes = [[c for _, c, _ in found[i]] for i in image_ids]
+    det_scores = [[s for _, _, s in found[i]] for i in image_ids]
+    return naming_accuracy(gt_boxes, gt_classes, det_boxes, det_scores, det_classes,
+                           score_threshold=score_threshold, iou_min=iou_min, novel_classes=novel)
+
+
+def format_naming_accuracy(result: Optional[Dict]) -> str:
+    """One line: ``base 62.0 % (124/200), novel 31.7 % (32/101), all ...`` (``-`` for an empty group)."""
+    if not result:
+        return "-"
+    parts = []
+    for group in _GROUPS:
+        c = result[group]
+        value = "-" if c["accuracy"] is None else f"{100 * c['accuracy']:.1f} %"
+        parts.append(f"{group} {value} ({c['named']}/{c['objects']})")
+    return ", ".join(parts)

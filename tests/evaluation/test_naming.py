@@ -1,0 +1,76 @@
+"""Naming accuracy (gridclip.evaluation.naming) on hand-made images whose answer is known."""
+import json
+
+import pytest
+
+from gridclip.evaluation.naming import format_naming_accuracy, naming_accuracy, naming_accuracy_of_lvis_results
+
+NOVEL = {7}
+
+
+def _run(gt, dets, threshold=0.3, **kwargs):
+    """gt: per image [(box, class)]; dets: per image [(box, score, class)]."""
+    return naming_accuracy(
+        [[b for b, _ in image] for image in gt], [[c for _, c in image] for image in gt],
+        [[b for b, _, _ in image] for image in dets], [[s for _, s, _ in image] for image in dets],
+        [[c for _, _, c in image] for image in dets],
+        score_threshold=threshold, novel_classes=NOVEL, **kwargs)
+
+
+def test_right_name_wrong_name_and_missed_objects_counted_per_group():
+    gt = [[([0, 0, 10, 10], 1), ([20, 20, 30, 30], 7)],  # base named right, novel named wrong
+          [([0, 0, 10, 10], 7), ([50, 50, 60, 60], 2)]]  # novel named right, base missed
+    dets = [[([0, 0, 10, 10], 0.9, 1), ([20, 20, 30, 30], 0.8, 1)],
+            [([1, 1, 10, 10], 0.5, 7)]]
+    r = _run(gt, dets)
+    assert r["base"] == {"accuracy": 0.5, "named": 1, "localised": 1, "objects": 2}
+    assert r["novel"] == {"accuracy": 0.5, "named": 1, "localised": 2, "objects": 2}
+    assert r["all"]["accuracy"] == 0.5 and r["all"]["objects"] == 4
+    assert r["iou_min"] == 0.5 and r["score_threshold"] == 0.3
+
+
+def test_only_detections_above_the_visualisation_threshold_count():
+    gt = [[([0, 0, 10, 10], 1)]]
+    # the right name below the threshold, a wrong one above it: the picture shows the wrong name
+    dets = [[([0, 0, 10, 10], 0.2, 1), ([0, 0, 10, 10], 0.4, 3)]]
+    assert _run(gt, dets, threshold=0.3)["all"]["named"] == 0
+    assert _run(gt, dets, threshold=0.1)["all"]["named"] == 0  # both shown: equal IoU -> the higher score (wrong)
+    assert _run(gt, dets, threshold=0.5)["all"]["localised"] == 0  # nothing shown
+
+
+def test_the_best_overlapping_detection_decides_not_the_best_scoring():
+    gt = [[([0, 0, 10, 10], 1)]]
+    dets = [[([0, 0, 10, 10], 0.4, 1), ([0, 0, 10, 14], 0.95, 2)]]  # exact box right; looser, higher-scored wrong
+    assert _run(gt, dets)["all"]["accuracy"] == 1.0
+
+
+def test_a_detection_below_iou_min_is_not_on_the_object():
+    gt = [[([0, 0, 10, 10], 1)]]
+    dets = [[([5, 0, 15, 10], 0.9, 1)]]  # IoU 1/3
+    assert _run(gt, dets)["all"] == {"accuracy": 0.0, "named": 0, "localised": 0, "objects": 1}
+    assert _run(gt, dets, iou_min=0.3)["all"]["accuracy"] == 1.0
+
+
+def test_empty_groups_report_none_and_bad_inputs_are_refused():
+    r = _run([[([0, 0, 10, 10], 1)]], [[]])
+    assert r["novel"]["accuracy"] is None and r["base"]["accuracy"] == 0.0
+    assert "novel - (0/0)" in format_naming_accuracy(r)
+    with pytest.raises(ValueError, match="same images"):
+        naming_accuracy([[]], [[]], [], [], [], score_threshold=0.3)
+    with pytest.raises(ValueError, match="iou_min"):
+        _run([[]], [[]], iou_min=0.0)
+
+
+def test_lvis_files_xywh_boxes_and_rare_categories_are_novel(tmp_path):
+    gt = {"images": [{"id": 1}, {"id": 2}],
+          "categories": [{"id": 1, "frequency": "f"}, {"id": 2, "frequency": "r"}],
+          "annotations": [{"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20]},
+                          {"image_id": 2, "category_id": 2, "bbox": [0, 0, 30, 10]},
+                          {"image_id": 2, "category_id": 1, "bbox": [5, 5, 0, 0]}]}  # zero area: left out
+    results = [{"image_id": 1, "category_id": 1, "bbox": [11, 10, 20, 20], "score": 0.7},
+               {"image_id": 2, "category_id": 1, "bbox": [0, 0, 30, 10], "score": 0.9}]
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    r = naming_accuracy_of_lvis_results(str(tmp_path / "gt.json"), str(tmp_path / "results.json"), score_threshold=0.3)
+    assert r["base"] == {"accuracy": 1.0, "named": 1, "localised": 1, "objects": 1}
+    assert r["novel"] == {"accuracy": 0.0, "named": 0, "localised": 1, "objects": 1}
