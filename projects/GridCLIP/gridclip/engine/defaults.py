@@ -23,7 +23,7 @@ from ..config import get_gridclip_cfg
 from ..config_checks import ConfigValueError, check_config
 from ..data.datasets import register_config_datasets
 from .launch import launch
-from .trainer import GridCLIPTrainer, register_generated_datasets
+from .trainer import GridCLIPTrainer, lock_output_dir, register_generated_datasets
 
 __all__ = [
     "argument_parser",
@@ -143,12 +143,16 @@ def train_or_evaluate(args):
     cfg = setup(args)
     allow_partial = cfg.MODEL.GRIDCLIP.ALLOW_PARTIAL_WEIGHTS
     if args.eval_only:
-        model = GridCLIPTrainer.build_model(cfg)
-        GridCLIPCheckpointer(
-            model, save_dir=cfg.OUTPUT_DIR, allow_partial=allow_partial, require_complete=True,
-            allow_text_space_mismatch=cfg.MODEL.GRIDCLIP.ALLOW_TEXT_SPACE_MISMATCH,
-        ).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
-        return GridCLIPTrainer.test(cfg, model)
+        lock = lock_output_dir(cfg.OUTPUT_DIR)  # its inference/ outputs are not shared with a training
+        try:
+            model = GridCLIPTrainer.build_model(cfg)
+            GridCLIPCheckpointer(
+                model, save_dir=cfg.OUTPUT_DIR, allow_partial=allow_partial, require_complete=True,
+                allow_text_space_mismatch=cfg.MODEL.GRIDCLIP.ALLOW_TEXT_SPACE_MISMATCH,
+            ).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+            return GridCLIPTrainer.test(cfg, model)
+        finally:
+            lock.release()
     trainer = GridCLIPTrainer(cfg)
     trainer.checkpointer.allow_partial = allow_partial
     trainer.resume_or_load(resume=args.resume)

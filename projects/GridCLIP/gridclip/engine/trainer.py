@@ -23,6 +23,7 @@ from ..vocabulary import resolve_vocabulary
 from ..evaluation import GridCLIPLVISEvaluator, format_paper_table, write_paper_table
 from ..checkpoint import GridCLIPCheckpointer
 from ..compat import default_trainer_restores_inner_state, detectron2_compiled_ops
+from ..run_lock import OutputDirLock
 from ..utils import unwrap_model
 from .health import FiniteLossHook
 from .solver import build_optimizer
@@ -32,6 +33,7 @@ __all__ = [
     "GridCLIPTrainer",
     "build_evaluator",
     "evaluator_type_of",
+    "lock_output_dir",
     "register_generated_datasets",
 ]
 
@@ -47,6 +49,17 @@ def register_generated_datasets(cfg, generate=True):
     from ..world.datasets import register_config_world_datasets
 
     return register_config_world_datasets(cfg, generate=generate)
+
+
+def lock_output_dir(output_dir):
+    """
+    The main process's :class:`gridclip.run_lock.OutputDirLock` on ``output_dir`` (taken; other ranks and
+    remote folders get an unheld one). A live run holding it: :class:`OutputDirLockedError` naming it.
+    """
+    lock = OutputDirLock(output_dir, "OUTPUT_DIR")
+    if output_dir and "://" not in output_dir and comm.is_main_process():
+        lock.acquire()
+    return lock
 
 
 def evaluator_type_of(cfg, dataset_name):
@@ -98,7 +111,9 @@ class GridCLIPTrainer(DefaultTrainer):
     - :class:`TeacherEmbeddingHook` when ``MODEL.GRIDCLIP.IMAGE_ALIGN`` is on (frozen CLIP teacher on
       the training device, outside the model, checkpoints, DDP and the optimizer);
     - AMP falls back to fp32 SimpleTrainer on a machine without CUDA (AMPTrainer requires CUDA);
-    - evaluation sets each test dataset's vocabulary on the model and writes a paper-style table.
+    - evaluation sets each test dataset's vocabulary on the model and writes a paper-style table;
+    - the main process holds a lock on OUTPUT_DIR from construction until ``train`` ends: a second
+      training into the same folder is refused naming the first (:mod:`gridclip.run_lock`).
     """
 
     def __init__(self, cfg):
@@ -108,7 +123,19 @@ class GridCLIPTrainer(DefaultTrainer):
             cfg.defrost()
             cfg.SOLVER.AMP.ENABLED = False
             cfg.freeze()
-        super().__init__(cfg)
+        # One training per OUTPUT_DIR: the main process holds its lock until train() ends (or it exits).
+        self.output_lock = lock_output_dir(cfg.OUTPUT_DIR)
+        try:
+            super().__init__(cfg)
+        except BaseException:
+            self.output_lock.release()
+            raise
+
+    def train(self):
+        try:
+            return super().train()
+        finally:
+            self.output_lock.release()
 
     @classmethod
     def build_train_loader(cls, cfg):

@@ -20,7 +20,9 @@ ablations. A table row is one run read under one protocol:
 
 Each training run is a separate process (``python -m gridclip.world.ablations``, ``jobs`` at a time,
 each with cores / jobs torch threads) writing ``<output>/<run>/seed<k>/metrics.json`` (the metrics of
-each test set); a run/seed whose metrics exist is not rerun. :func:`summarize` writes
+each test set and the key of its settings, :func:`settings_key`); a run/seed whose metrics exist with the
+same settings is not rerun, one made with other settings (other ``--opts``, another config or world) is
+refused (:class:`StaleRunError`) before any training: never reused. :func:`summarize` writes
 ``<output>/ablations.md`` / ``ablations.json`` and ``<output>/fig3_<table>.png``.
 """
 import os
@@ -28,12 +30,12 @@ import subprocess
 import sys
 import time
 
-from ..file_io import atomic_write_json, atomic_write_text, read_json
+from ..file_io import atomic_write_json, atomic_write_text, digest_json, read_json
 from .datasets import WORLD_DATASET_NAME, register_world_datasets, world_dataset_root
 from .detection import DEFAULT_GENERATOR_ARGS, ensure_world_dataset
 from .pretraining import BACKBONE_CLIP, TEACHER_CLIP, ensure_world_clips
 
-__all__ = ["RUNS", "ROWS", "TEACHER_INPUT_ROWS", "all_rows", "describe_rows", "run_ablations", "summarize"]
+__all__ = ["StaleRunError", "run_settings", "settings_key", "RUNS", "ROWS", "TEACHER_INPUT_ROWS", "all_rows", "describe_rows", "run_ablations", "summarize"]
 
 METRICS = ("AP", "APr", "APc", "APf")
 _OFF = ["MODEL.GRIDCLIP.GRID_ALIGN", "False", "MODEL.GRIDCLIP.IMAGE_ALIGN", "False"]
@@ -68,6 +70,14 @@ TEACHER_INPUT_ROWS = {
     "T5-both-center-crop": ("teacher-input", "both-center-crop-wide", OPEN, {}),
     "T5-both-letterbox": ("teacher-input", "both-letterbox-wide", OPEN, {}),
 }
+#: version of :func:`settings_key` (bump when what a run's numbers depend on changes)
+_SETTINGS_VERSION = 1
+
+
+class StaleRunError(ValueError):
+    """A finished run's metrics.json was made with other settings than the ones asked for now."""
+
+
 #: the 4:3 world of the teacher-input rows (height, width)
 WIDE_IMAGE_SIZE = (96, 128)
 
@@ -121,17 +131,30 @@ def _run_dir(output_dir, run, seed):
     return os.path.join(output_dir, run, f"seed{seed}")
 
 
-def single_run(output_dir, config_file, run, seed, opts=()):
-    """Train one run with one seed in this process, evaluate it on each of its test sets; writes metrics.json."""
-    from .training import train_and_evaluate_all  # the engine: only the training process needs it
+def run_settings(output_dir, config_file, run, seed, opts=(), prepared=None):
+    """
+    Everything one (run, seed) trains with: the option list, its test sets, and the key of its settings.
 
+    Args:
+        prepared (dict or None): a memo of :func:`prepare_world` results {(world, need_teacher): result}.
+
+    Returns:
+        (list[str], dict, str): the options over ``config_file`` (OUTPUT_DIR last), {test set key: dataset
+        name}, and :func:`settings_key` of the resulting config.
+    """
     run_opts, test_sets, world = RUNS[run]
     all_opts = list(run_opts) + list(opts)
     image_align = "True"
     for i in range(len(all_opts) - 1):
         if all_opts[i] == "MODEL.GRIDCLIP.IMAGE_ALIGN":
             image_align = all_opts[i + 1]
-    names, weight_opts = prepare_world(world, need_teacher=image_align != "False")
+    need_teacher = image_align != "False"
+    if prepared is None:
+        names, weight_opts = prepare_world(world, need_teacher=need_teacher)
+    else:
+        if (world, need_teacher) not in prepared:
+            prepared[(world, need_teacher)] = prepare_world(world, need_teacher=need_teacher)
+        names, weight_opts = prepared[(world, need_teacher)]
     out = _run_dir(output_dir, run, seed)
     datasets = {key: names[key] for key in test_sets}
     run_all = list(weight_opts) + list(run_opts) + ["DATASETS.TRAIN", f"('{names['train_base']}',)",
@@ -141,14 +164,37 @@ def single_run(output_dir, config_file, run, seed, opts=()):
         run_all += ["INPUT.MIN_SIZE_TRAIN", f"({h},)", "INPUT.MAX_SIZE_TRAIN", str(w),
                     "INPUT.MIN_SIZE_TEST", str(h), "INPUT.MAX_SIZE_TEST", str(w)]
     run_all += list(opts) + ["SEED", str(seed), "OUTPUT_DIR", out]
+    return run_all, datasets, settings_key(config_file, run_all, world)
+
+
+def settings_key(config_file, run_opts, world):
+    """
+    A hash of the settings a training run's metrics depend on: its full config (``config_file`` +
+    ``run_opts``, OUTPUT_DIR left out; CLIP weights files are named by paths that hash their training
+    arguments) and the generated world's arguments. Finished runs are reused only under the same key.
+    """
+    from .training import load_run_config
+
+    cfg = load_run_config(config_file, run_opts)
+    cfg.OUTPUT_DIR = ""
+    generator_args = dict(DEFAULT_GENERATOR_ARGS, image_size=WIDE_IMAGE_SIZE) if world == "wide" else DEFAULT_GENERATOR_ARGS
+    return digest_json([_SETTINGS_VERSION, cfg.dump(), world, generator_args], length=16)
+
+
+def single_run(output_dir, config_file, run, seed, opts=()):
+    """Train one run with one seed in this process, evaluate it on each of its test sets; writes metrics.json."""
+    from .training import train_and_evaluate_all  # the engine: only the training process needs it
+
+    run_all, datasets, key = run_settings(output_dir, config_file, run, seed, opts)
+    out = _run_dir(output_dir, run, seed)
     start = time.perf_counter()
     cfg, results = train_and_evaluate_all(config_file, run_all)
     seconds = round(time.perf_counter() - start, 1)
-    record = {"run": run, "seed": seed, "opts": run_all, "train_eval_seconds": seconds, "metrics": {},
-              "per_category_ap": {}}
-    for key, dataset_name in datasets.items():
-        record["metrics"][key] = {k: float(v) for k, v in results[dataset_name].items() if isinstance(v, (int, float))}
-        record["per_category_ap"][key] = os.path.join(out, "inference", dataset_name, "per_category_ap.json")
+    record = {"run": run, "seed": seed, "opts": run_all, "user_opts": list(opts), "settings_key": key,
+              "train_eval_seconds": seconds, "metrics": {}, "per_category_ap": {}}
+    for name, dataset_name in datasets.items():
+        record["metrics"][name] = {k: float(v) for k, v in results[dataset_name].items() if isinstance(v, (int, float))}
+        record["per_category_ap"][name] = os.path.join(out, "inference", dataset_name, "per_category_ap.json")
     atomic_write_json(os.path.join(out, "metrics.json"), record, indent=1)  # last: a run with metrics.json is complete
     return 0
 
@@ -162,24 +208,46 @@ def _launch(output_dir, config_file, run, seed, threads, opts):
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log
 
 
-def _read_run(output_dir, run, seed):
-    """The metrics.json record of a finished (run, seed), or None."""
+def _read_run(output_dir, run, seed, key=None):
+    """
+    The metrics.json record of a finished (run, seed), or None. With ``key``: a record made with other
+    settings (another key, or none recorded) raises :class:`StaleRunError`, never counts as finished.
+    """
     path = os.path.join(_run_dir(output_dir, run, seed), "metrics.json")
-    return read_json(path, "ablation metrics") if os.path.isfile(path) else None
+    if not os.path.isfile(path):
+        return None
+    try:
+        record = read_json(path, "ablation metrics")
+    except ValueError as e:  # half a file from before atomic writes, or damaged: not a finished run
+        print(f"[ablations] warning: {e}; training {run} seed {seed} again.", flush=True)
+        return None
+    if key is not None and (not isinstance(record, dict) or record.get("settings_key") != key):
+        made_with = record.get("user_opts", "unrecorded settings") if isinstance(record, dict) else "?"
+        raise StaleRunError(
+            f"{path} holds a finished run made with other settings (--opts {made_with}, settings key "
+            f"{record.get('settings_key') if isinstance(record, dict) else None} vs {key} now): its numbers are "
+            "not reused. Use another --output-dir, or delete that run folder to train it again."
+        )
+    return record
 
 
-def _row_result(output_dir, row, seed):
-    """(metrics, per-category AP path) of a table row for one seed, or None when its run has not finished."""
+def _row_result(output_dir, row, seed, keys=None):
+    """(metrics, per-category AP path) of a table row for one seed, or None when its run has not finished
+    (with ``keys`` {(run, seed): settings key}: or was made with other settings)."""
     _, run, test_set, _ = all_rows()[row]
-    record = _read_run(output_dir, run, seed)
+    try:
+        record = _read_run(output_dir, run, seed, None if keys is None else keys.get((run, seed)))
+    except StaleRunError:
+        return None
     if record is None or test_set not in record["metrics"]:
         return None
     return record["metrics"][test_set], record["per_category_ap"][test_set]
 
 
-def summarize(output_dir, rows, seeds):
+def summarize(output_dir, rows, seeds, keys=None):
     """
-    Mean ± std per row and metric over the finished seeds, beside the paper's numbers.
+    Mean ± std per row and metric over the finished seeds, beside the paper's numbers (with ``keys``
+    {(run, seed): settings key}: only runs made with those settings).
 
     Writes ``output_dir/ablations.md``, ``ablations.json`` and Fig. 3 per table.
 
@@ -193,7 +261,7 @@ def summarize(output_dir, rows, seeds):
     lines.append("|---|---|---:|" + "---:|" * len(METRICS) + "---|")
     defs = all_rows()
     for row in rows:
-        found = [(s, r) for s, r in ((s, _row_result(output_dir, row, s)) for s in seeds) if r]
+        found = [(s, r) for s, r in ((s, _row_result(output_dir, row, s, keys)) for s in seeds) if r]
         if not found:
             continue
         table, run, test_set, paper = defs[row]
@@ -213,11 +281,11 @@ def summarize(output_dir, rows, seeds):
     atomic_write_json(os.path.join(output_dir, "ablations.json"), summary, indent=1)
     markdown = "\n".join(lines)
     atomic_write_text(os.path.join(output_dir, "ablations.md"), markdown + "\n")
-    figures = _plot_fig3(output_dir, rows, seeds)
+    figures = _plot_fig3(output_dir, rows, seeds, keys)
     return markdown, figures
 
 
-def _plot_fig3(output_dir, rows, seeds):
+def _plot_fig3(output_dir, rows, seeds, keys=None):
     """Fig. 3 per table: AP over categories sorted by training frequency, one curve per row (first seed)."""
     from ..evaluation.plots import plot_ap_by_frequency
 
@@ -228,7 +296,7 @@ def _plot_fig3(output_dir, rows, seeds):
             if defs[row][0] != table:
                 continue
             for seed in seeds:
-                result = _row_result(output_dir, row, seed)
+                result = _row_result(output_dir, row, seed, keys)
                 if result and os.path.isfile(result[1]):
                     runs.append(result[1])
                     labels.append(f"{row} (seed {seed})")
@@ -262,9 +330,12 @@ def run_ablations(rows, seeds, output_dir, config_file, jobs=0, opts=()):
     torch.set_num_threads(1)
     start = time.perf_counter()
     runs = list(dict.fromkeys(defs[r][1] for r in rows))  # each training run once, in row order
+    prepared = {}
     for world in sorted({RUNS[run][2] for run in runs}):
-        prepare_world(world)
-    todo = [(run, s) for s in seeds for run in runs if _read_run(output_dir, run, s) is None]
+        prepared[(world, True)] = prepare_world(world)
+    # Finished runs count only when made with these settings (a mismatch is refused before any training).
+    keys = {(run, s): run_settings(output_dir, config_file, run, s, opts, prepared)[2] for s in seeds for run in runs}
+    todo = [(run, s) for s in seeds for run in runs if _read_run(output_dir, run, s, keys[(run, s)]) is None]
     cores = os.cpu_count() or 1
     jobs = jobs or cores
     threads = max(1, cores // jobs)
@@ -283,7 +354,10 @@ def run_ablations(rows, seeds, output_dir, config_file, jobs=0, opts=()):
             if proc.poll() is not None:
                 log.close()
                 running.remove(item)
-                record = _read_run(output_dir, run, seed)
+                try:
+                    record = _read_run(output_dir, run, seed, keys[(run, seed)])
+                except StaleRunError:  # the child recorded other settings than planned: a bug, not a result
+                    record = None
                 if proc.returncode != 0 or record is None:
                     failed.append((run, seed))
                     print(f"[ablations] FAILED {run} seed {seed}: see {log.name}", flush=True)
@@ -291,7 +365,7 @@ def run_ablations(rows, seeds, output_dir, config_file, jobs=0, opts=()):
                     summary = "; ".join(f"{key}: " + ", ".join(f"{k} {m.get(k, -1):.1f}" for k in METRICS)
                                         for key, m in record["metrics"].items())
                     print(f"[ablations] {run} seed {seed}: {summary} ({record['train_eval_seconds']:.0f} s)", flush=True)
-    markdown, figures = summarize(output_dir, rows, seeds)
+    markdown, figures = summarize(output_dir, rows, seeds, keys)
     print("\n" + markdown)
     for path in figures:
         print(f"Fig. 3: {path}")

@@ -24,7 +24,8 @@ Phases (each one's time is printed and written to ``summary.json``):
 Every job runs with a fixed number of torch threads (1 in the parallel phases, ``num_threads`` for
 4), never chosen from the machine's load, so the same settings give the same numbers. An earlier run's
 outputs are never overwritten: an explicit output folder must be empty or new; the config's default
-OUTPUT_DIR, once filled, becomes ``<OUTPUT_DIR>_run2``, ``_run3``, ...
+OUTPUT_DIR, once filled (or claimed by a run started at the same time), becomes ``<OUTPUT_DIR>_run2``,
+``_run3``, ...; a folder is claimed atomically (:func:`gridclip.run_lock.claim_dir`), never just checked.
 
 ``OUTPUT_DIR/summary.json`` holds ``pretrained`` and ``random_init`` ({AP, APr, APc, APf, ...}),
 ``zero_shot_top1`` ({backbone_clip, teacher_clip}) and ``timings_s`` ({phase: seconds}).
@@ -43,6 +44,7 @@ from ..evaluation import format_paper_table
 from ..file_io import atomic_write_json, atomic_write_text, digest_json, read_json
 from ..modeling.clip_loading import model_config_identity
 from ..modeling.text.cache import default_cache_dir
+from ..run_lock import claim_dir
 from ..tool_errors import ToolError, check_writable_dir
 from .datasets import register_config_world_datasets, world_dataset_root
 from .detection import DEFAULT_GENERATOR_ARGS, ensure_world_dataset
@@ -57,6 +59,7 @@ __all__ = [
     "PhaseTimer",
     "RandomInitRun",
     "random_init_cache_path",
+    "read_random_init_cache",
     "side_by_side",
 ]
 
@@ -64,17 +67,14 @@ _RANDOM_CACHE_VERSION = 2  # 2: trained with one torch thread (its numbers depen
 _CHILD_MODULE = "gridclip.world.embedded_default"  # run with -m as the random-init child
 
 
-def _occupied(path):
-    return os.path.exists(path) and (not os.path.isdir(path) or bool(os.listdir(path)))
-
-
 def fresh_output_dir(output_dir, explicit):
     """
-    The folder this run writes to; an earlier run's outputs are never overwritten. An explicit
-    output folder must be empty or new (ToolError otherwise); the config's default folder, when an
-    earlier run filled it, becomes the first free ``<folder>_run2``, ``<folder>_run3``, ...
+    The folder this run writes to, claimed for it (:func:`gridclip.run_lock.claim_dir`: atomically, so
+    runs started together get distinct folders); an earlier run's outputs are never overwritten. An
+    explicit output folder must be empty or new (ToolError otherwise); the config's default folder, when
+    an earlier (or a parallel) run holds it, becomes the first free ``<folder>_run2``, ``<folder>_run3``, ...
     """
-    if not _occupied(output_dir):
+    if claim_dir(output_dir):
         return output_dir
     if explicit:
         raise ToolError(f"--output-dir {output_dir} is not empty (an earlier run's outputs are never overwritten): "
@@ -82,7 +82,7 @@ def fresh_output_dir(output_dir, explicit):
     base = output_dir.rstrip(os.sep) or output_dir
     for k in itertools.count(2):
         candidate = f"{base}_run{k}"
-        if not _occupied(candidate):
+        if claim_dir(candidate):
             print(f"[output] {output_dir} holds an earlier run (kept); this run writes to {candidate}", flush=True)
             return candidate
 
@@ -121,6 +121,26 @@ def random_init_cache_path(config_file, opts, data_json):
     return os.path.join(cache_dir, "embedded_default", f"random_init-{key}.json")
 
 
+def read_random_init_cache(path):
+    """
+    The metrics cached at ``path`` ({metric: number} with at least "AP"), or None when there are none. A
+    file that is unreadable, corrupt or not such a dict is never used: one warning naming it, and the
+    run is trained again (its result then replaces the file).
+    """
+    if not os.path.isfile(path):
+        return None
+    try:
+        result = read_json(path, "random-init cache")
+        if not (isinstance(result, dict) and "AP" in result
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in result.values())):
+            raise ValueError("it does not hold the run's metrics")
+    except (ValueError, OSError) as e:
+        print(f"[warning] random-init cache {path} cannot be used ({e}); training the random-init run again.",
+              flush=True)
+        return None
+    return result
+
+
 def side_by_side(pretrained, random_init):
     """Markdown table: AP, AP50, AP_r, AP_c, AP_f of the pretrained and the random-init run."""
     keys = ("AP", "AP50", "APr", "APc", "APf")
@@ -152,9 +172,9 @@ class RandomInitRun:
     def __init__(self, config_file, opts, output_dir, data_json, use_cache=True):
         self.cache_path = random_init_cache_path(config_file, opts, data_json)
         self.result, self.source, self.process, self.seconds = None, None, None, 0.0
-        self.cached = os.path.isfile(self.cache_path) and use_cache
+        self.result = read_random_init_cache(self.cache_path) if use_cache else None
+        self.cached = self.result is not None
         if self.cached:
-            self.result = read_json(self.cache_path, "random-init cache")
             self.source = f"cached run {self.cache_path}"
             return
         self.run_dir = os.path.join(output_dir, "random_init")
@@ -192,9 +212,14 @@ class RandomInitRun:
             raise ToolError(f"the random-init run failed (exit {returncode}): {last} (full log: {self.log_path})")
         record = read_json(self.result_json, "random-init metrics")
         self.result, self.seconds = record["metrics"], record["seconds"]
-        os.makedirs(os.path.dirname(self.cache_path), exist_ok=True)
-        atomic_write_json(self.cache_path, self.result)
-        self.source = f"trained now (cached as {self.cache_path})"
+        try:
+            os.makedirs(os.path.dirname(self.cache_path), exist_ok=True)
+            atomic_write_json(self.cache_path, self.result)
+            self.source = f"trained now (cached as {self.cache_path})"
+        except OSError as e:  # an unwritable cache: the result is still good
+            print(f"[warning] cannot write the random-init cache {self.cache_path} ({e.strerror or e}); "
+                  "continuing uncached.", flush=True)
+            self.source = "trained now (not cached: the cache folder cannot be written)"
         print(f"[phase] train_random_init: {self.seconds:.1f} s (in parallel)", flush=True)
         return self.result
 

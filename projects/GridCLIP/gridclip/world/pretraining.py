@@ -12,7 +12,8 @@ The weights are saved as a plain safetensors state dict, which GridCLIP loads th
 local-file path (``MODEL.CLIP.PRETRAINED <file>``, ``MODEL.GRIDCLIP.TEACHER.PRETRAINED <file>``).
 :func:`ensure_world_clip` caches them under ``<cache>/world_clip/`` (``$GRIDCLIP_CACHE`` or
 ~/.cache/gridclip), keyed by a hash of the corpus arguments, the training arguments and the model
-config, and trains only when the file is missing.
+config, and trains only when the file is missing or fails :func:`check_cached_world_clip` (a truncated
+or changed file is pretrained again with one warning naming it, never reported as cached).
 
 Zero-shot benchmark ("zero-shot ImageNet" of this world): held-out single-object images
 (:func:`.captions.zero_shot_split`) classified among all 192 names by cosine similarity to the
@@ -20,6 +21,7 @@ names' text embeddings (prompt ensemble :data:`.captions.ZERO_SHOT_TEMPLATES`); 
 names (chance 0.52 %) and, separately, whether the predicted name has the right colour (chance 1/6),
 texture (1/4) and shape (1/8).
 """
+import hashlib
 import logging
 import math
 import os
@@ -31,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..file_io import atomic_write, atomic_write_json, digest_json, read_json
+from ..file_io import atomic_write, atomic_write_bytes, atomic_write_json, digest_json, read_json, sha256_file
 from .attributes import WORLD_OBJECTS, object_name
 from .captions import DEFAULT_CORPUS_ARGS, ZERO_SHOT_TEMPLATES, generate_caption_corpus, zero_shot_split
 
@@ -43,6 +45,7 @@ __all__ = [
     "zero_shot_accuracy",
     "world_clip_cache_key",
     "world_clip_path",
+    "check_cached_world_clip",
     "ensure_world_clip",
     "ensure_world_clips",
     "world_clips_table",
@@ -230,21 +233,56 @@ def world_clip_path(model_name, corpus_args=None, train_args=None, cache_dir="")
     return os.path.join(default_cache_dir(cache_dir), "world_clip", f"{model_name}-{key}.safetensors")
 
 
+def _stats_path(path):
+    return path[: -len(".safetensors")] + ".json"
+
+
 def _save(model, stats, path):
-    from safetensors.torch import save_file
+    """Weights (safetensors) and their statistics, each written atomically; the statistics record the
+    weights' sha256 and are written first, so weights that exist are complete and can be verified."""
+    from safetensors.torch import save
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_json(path[: -len(".safetensors")] + ".json", stats, indent=1)
-    atomic_write(path, lambda tmp: save_file(tensors, tmp))  # weights last: a file that exists is complete
+    data = save({k: v.detach().contiguous() for k, v in model.state_dict().items()})
+    stats["weights_sha256"] = hashlib.sha256(data).hexdigest()
+    atomic_write_json(_stats_path(path), stats, indent=1)
+    atomic_write_bytes(path, data)  # weights last: a file that exists is complete
 
 
 def read_world_clip_stats(path):
     """The training statistics written next to cached weights (``<file>.json``), or None."""
-    stats_path = path[: -len(".safetensors")] + ".json"
+    stats_path = _stats_path(path)
     if not os.path.isfile(stats_path):
         return None
     return read_json(stats_path, "world CLIP statistics")
+
+
+def check_cached_world_clip(path):
+    """
+    Validate a cached world CLIP: the safetensors file opens (a truncated one does not), its statistics
+    file reads and, where it records one, the weights' sha256 matches.
+
+    Returns:
+        (dict or None, str or None): the statistics, and None or what is wrong (for one warning).
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            if not list(f.keys()):
+                return None, "holds no tensors"
+    except (SafetensorError, OSError) as e:
+        return None, f"is truncated or corrupt ({e})"
+    try:
+        stats = read_world_clip_stats(path)
+    except (ValueError, OSError) as e:
+        return None, f"has an unreadable statistics file ({e})"
+    if stats is None:
+        return None, f"has no statistics file {_stats_path(path)} (an interrupted pretraining)"
+    recorded = stats.get("weights_sha256") if isinstance(stats, dict) else None
+    if recorded is not None and recorded != sha256_file(path):
+        return None, f"does not match the sha256 recorded in {_stats_path(path)} (changed or damaged)"
+    return stats, None
 
 
 def ensure_world_clips(model_names=(BACKBONE_CLIP, TEACHER_CLIP), corpus_args=None, train_args=None,
@@ -277,11 +315,14 @@ def ensure_world_clips(model_names=(BACKBONE_CLIP, TEACHER_CLIP), corpus_args=No
     for name in model_names:
         args = dict(DEFAULT_TRAIN_ARGS.get(name, DEFAULT_TRAIN_ARGS[BACKBONE_CLIP]), **train_args.get(name, {}))
         path = world_clip_path(name, corpus_args, args, cache_dir)
-        if os.path.isfile(path) and not force:
-            results[name] = {"path": path, "stats": read_world_clip_stats(path), "cached": True, "seconds": 0.0}
+        stats, problem = check_cached_world_clip(path) if os.path.isfile(path) and not force else (None, "")
+        if problem is None:
+            results[name] = {"path": path, "stats": stats, "cached": True, "seconds": 0.0}
             if on_ready is not None:
                 on_ready(name, results[name])
         else:
+            if problem:  # a cache entry that cannot be trusted is never reported as cached
+                logger.warning("Cached world CLIP %s %s: pretraining it again.", path, problem)
             missing.append((name, args, path))
     if not missing:
         return results
@@ -355,7 +396,8 @@ def copy_world_clips(results, output_dir):
     import shutil
 
     os.makedirs(output_dir, exist_ok=True)
-    for entry in results.values():
-        shutil.copy2(entry["path"], os.path.join(output_dir, os.path.basename(entry["path"])))
+    for entry in results.values():  # atomic copies: a reader never sees half a weights file
+        target = os.path.join(output_dir, os.path.basename(entry["path"]))
+        atomic_write(target, lambda tmp, src=entry["path"]: shutil.copyfile(src, tmp))
     summary = {n: {"path": e["path"], "stats": e["stats"]} for n, e in results.items()}
     atomic_write_json(os.path.join(output_dir, "pretrain_summary.json"), summary, indent=1)
