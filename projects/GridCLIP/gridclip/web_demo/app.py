@@ -116,7 +116,13 @@ def serve(session: DetectionSession, host="127.0.0.1", port=0, example: DemoExam
     """Run the page in this process's background threads; yields its URL; closes the server on exit."""
     demo = build_app(session, example)
     demo.queue(default_concurrency_limit=1)
-    demo.launch(**launch_options(host, port or free_port(host), block=False, quiet=True))
+    for attempt in range(3):  # a free port can be taken by another process before the server binds it
+        try:
+            demo.launch(**launch_options(host, port or free_port(host), block=False, quiet=True))
+            break
+        except OSError:
+            if port or attempt == 2:
+                raise
     try:
         yield demo.local_url
     finally:
