@@ -55,3 +55,29 @@ def test_seeds_needed_for_a_half_width():
         seeds_for_half_width(1.0, 0.0)
     with pytest.raises(ValueError, match="more than"):
         seeds_for_half_width(100.0, 0.01, max_seeds=50)
+
+
+def test_ablation_summary_reports_each_row_against_its_reference(tmp_path):
+    """gridclip.world.ablations.summarize: Table 5's "both" against "grid-only", paired by seed, with a CI."""
+    import json
+
+    from gridclip.world import ablations
+
+    # grid-only AP_r swings by 5 points between seeds; "both" is 2 higher (+-0.5) on every seed
+    for seed, (grid_apr, both_apr) in enumerate(((29.5, 31.0), (24.8, 27.2), (27.0, 29.3))):
+        for run, apr in (("grid-align", grid_apr), ("both", both_apr)):
+            out = tmp_path / run / f"seed{seed}"
+            out.mkdir(parents=True)
+            (out / "metrics.json").write_text(json.dumps({
+                "run": run, "seed": seed, "per_category_ap": {"val": "", "val_base": ""},
+                "metrics": {"val": {"AP": 40.0, "APr": apr, "APc": 45.0 + seed, "APf": 50.0},
+                            "val_base": {"AP": 42.0, "APr": -1.0, "APc": 46.0, "APf": 51.0}}}))
+    markdown, _ = ablations.summarize(str(tmp_path), ["T5-grid-align", "T5-both", "T4-grid-align"], [0, 1, 2])
+    line = next(l for l in markdown.splitlines() if l.startswith("| T5 | T5-both | T5-grid-align |"))
+    assert "| 3 |" in line and "resolved: row higher" in line and "s0 +1.5, s1 +2.4, s2 +2.3" in line
+    summary = json.loads((tmp_path / "ablations.json").read_text())
+    apr = summary["T5-both"]["vs_reference"]["APr"]
+    assert summary["T5-both"]["vs_reference"]["reference"] == "T5-grid-align"
+    assert apr["differences"] == pytest.approx([1.5, 2.4, 2.3]) and apr["ci95"][0] > 0
+    assert summary["T5-both"]["vs_reference"]["APc"]["mean"] == 0.0  # same APc on each seed: no difference
+    assert "vs_reference" not in summary["T4-grid-align"]  # its reference, T4-wo-align, has no runs

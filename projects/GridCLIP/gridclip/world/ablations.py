@@ -23,7 +23,10 @@ each with cores / jobs torch threads) writing ``<output>/<run>/seed<k>/metrics.j
 each test set and the key of its settings, :func:`settings_key`); a run/seed whose metrics exist with the
 same settings is not rerun, one made with other settings (other ``--opts``, another config or world) is
 refused (:class:`StaleRunError`) before any training: never reused. :func:`summarize` writes
-``<output>/ablations.md`` / ``ablations.json`` and ``<output>/fig3_<table>.png``.
+``<output>/ablations.md`` / ``ablations.json`` and ``<output>/fig3_<table>.png``. Beside mean ± std, each
+row with a reference (:data:`REFERENCES`: Table 4's rows against "w/o align", Table 5's "both" against
+"grid-only") is reported as a paired difference over the seeds both have, with its per-seed values and
+a Student-t 95 % CI (:mod:`gridclip.evaluation.paired_stats`): resolved, or inside the noise.
 """
 import os
 import subprocess
@@ -78,6 +81,15 @@ class StaleRunError(ValueError):
     """A finished run's metrics.json was made with other settings than the ones asked for now."""
 
 
+#: table row -> the row it is compared with, paired over seeds (row - reference)
+REFERENCES = {
+    "T4-R50star-wo-align": "T4-wo-align",
+    "T4-grid-align": "T4-wo-align",
+    "T4-image-align": "T4-wo-align",
+    "T4-both": "T4-wo-align",
+    "T5-both": "T5-grid-align",
+    "T5-both-letterbox": "T5-both-center-crop",
+}
 #: the 4:3 world of the teacher-input rows (height, width)
 WIDE_IMAGE_SIZE = (96, 128)
 
@@ -266,6 +278,7 @@ def summarize(output_dir, rows, seeds, keys=None):
             continue
         table, run, test_set, paper = defs[row]
         entry = {"table": table, "run": run, "test_set": test_set, "seeds": [s for s, _ in found], "paper": paper}
+        entry["per_seed"] = {s: dict(metrics) for s, (metrics, _) in found}
         cells = []
         for m in METRICS:
             values = [metrics[m] for _, (metrics, _) in found if m in metrics and metrics[m] >= 0]
@@ -277,12 +290,47 @@ def summarize(output_dir, rows, seeds, keys=None):
         paper_cell = ", ".join(f"{k} {v}" for k, v in paper.items()) or "-"
         lines.append(f"| {table} | {row} | {len(found)} | " + " | ".join(cells) + f" | {paper_cell} |")
         summary[row] = entry
+    lines += _paired_difference_table(summary)  # adds each row's "vs_reference" to the summary
     os.makedirs(output_dir, exist_ok=True)
     atomic_write_json(os.path.join(output_dir, "ablations.json"), summary, indent=1)
     markdown = "\n".join(lines)
     atomic_write_text(os.path.join(output_dir, "ablations.md"), markdown + "\n")
     figures = _plot_fig3(output_dir, rows, seeds, keys)
     return markdown, figures
+
+
+def _paired_difference_table(summary):
+    """
+    Markdown lines: each row of ``summary`` against its :data:`REFERENCES` row, per metric the paired
+    difference over their common seeds with its 95 % CI and verdict, and the per-seed differences of the
+    row's key metric (AP_r open set, AP closed set). Stores them as ``summary[row]["vs_reference"]``.
+    """
+    from ..evaluation.paired_stats import format_paired_difference, paired_difference
+
+    lines = []
+    for row, entry in summary.items():
+        reference = REFERENCES.get(row)
+        if reference not in summary:
+            continue
+        key_metric = "APr" if entry["test_set"] == OPEN else "AP"
+        paired = {}
+        for m in METRICS:
+            values, ref_values = ({s: v[m] for s, v in e["per_seed"].items() if v.get(m, -1) >= 0}
+                                  for e in (entry, summary[reference]))
+            if values and ref_values:
+                paired[m] = paired_difference(values, ref_values)
+        entry["vs_reference"] = dict(reference=reference, **paired)
+        key = paired.get(key_metric)
+        per_seed = ", ".join(f"s{s} {d:+.1f}" for s, d in zip(key["seeds"], key["differences"])) if key else "-"
+        n = max((p["n"] for p in paired.values()), default=0)
+        lines.append(f"| {entry['table']} | {row} | {reference} | {n} | "
+                     + " | ".join(format_paired_difference(paired.get(m)) for m in METRICS) + f" | {per_seed} |")
+    if not lines:
+        return []
+    return ["", "Paired differences row - reference over common seeds: mean [95 % CI, Student t with n-1 dof]; "
+            "resolved when the CI excludes 0.", "",
+            "| table | row | reference | seeds | " + " | ".join(f"Δ{m}" for m in METRICS) + " | per-seed Δ (AP_r open set, AP closed) |",
+            "|---|---|---|---:|" + "---|" * len(METRICS) + "---|"] + lines
 
 
 def _plot_fig3(output_dir, rows, seeds, keys=None):
