@@ -30,11 +30,12 @@ caption corpus uses other random streams, so it never holds a detection val imag
 import json
 import logging
 import os
+import tempfile
 
 import numpy as np
 from PIL import Image
 
-from ..file_io import atomic_write_text
+from ..file_io import TEMP_PREFIX, atomic_write_text, current_umask, read_json
 from .attributes import COLOURS, SHAPES, TEXTURES, TEXTURE_PHRASES, WORLD_OBJECTS, object_name, object_synonym
 from .render import render_scene
 
@@ -207,6 +208,21 @@ def _resolve_design(num_categories, num_rare, num_frequent):
     return num_rare, num_frequent
 
 
+def _write_jpeg(path, pixels, quality, umask):
+    """An image written under a unique temporary name and renamed: a reader never sees half of it, and
+    two processes generating the same dataset never write into one file (mode as open() under ``umask``)."""
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".jpg", dir=os.path.dirname(path))
+    os.close(fd)
+    try:
+        Image.fromarray(pixels).save(tmp, format="JPEG", quality=quality, subsampling=0)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def generate_world_dataset(
     root,
     num_train_images=480,
@@ -257,6 +273,14 @@ def generate_world_dataset(
     for key in ("train_images", "val_images"):
         os.makedirs(paths[key], exist_ok=True)
     os.makedirs(os.path.dirname(paths["train_json"]), exist_ok=True)
+    # An earlier dataset's annotations go first: while its images are replaced, no complete-looking
+    # dataset exists (ensure_world_dataset would otherwise pair old annotations with new images).
+    for split in ("train", "val"):
+        try:
+            os.remove(paths[f"{split}_json"])
+        except FileNotFoundError:
+            pass
+    umask = current_umask()
 
     rng = np.random.default_rng(seed)
     groups, covered = _design_groups(categories, num_rare, num_frequent, rng)
@@ -287,9 +311,7 @@ def generate_world_dataset(
             next_image_id += 1
             file_name = f"{image_id:012d}.jpg"
             pixels, drawn = render_scene([categories[c] for c in objects], height, width, rng)
-            Image.fromarray(pixels).save(
-                os.path.join(paths[f"{split}_images"], file_name), quality=jpeg_quality, subsampling=0
-            )
+            _write_jpeg(os.path.join(paths[f"{split}_images"], file_name), pixels, jpeg_quality, umask)
             present = sorted({c + 1 for c in objects})
             images.append({
                 "id": image_id,
@@ -380,6 +402,23 @@ def _result(paths, categories, frequencies, train_image_counts, covered):
     )
 
 
+def _read_annotations(paths):
+    """The train annotations of an existing dataset, or None (missing; or unreadable, corrupt or not
+    LVIS-shaped: one warning naming the file, and the dataset is generated again)."""
+    if not (os.path.isfile(paths["train_json"]) and os.path.isfile(paths["val_json"])):
+        return None
+    try:
+        data = {split: read_json(paths[f"{split}_json"], "world dataset annotations") for split in ("train", "val")}
+        for split, split_data in data.items():
+            if not isinstance(split_data, dict) or not all(
+                    isinstance(split_data.get(k), list) for k in ("images", "annotations", "categories")):
+                raise ValueError(f"{paths[f'{split}_json']} is not an LVIS annotation file")
+    except (ValueError, OSError) as e:
+        logger.warning("The world dataset at %s cannot be used (%s); generating it again.", paths["root"], e)
+        return None
+    return data["train"]
+
+
 def ensure_world_dataset(root, **kwargs):
     """
     Generate the dataset under ``root`` unless it is already there with the same arguments.
@@ -387,9 +426,8 @@ def ensure_world_dataset(root, **kwargs):
     Args and return value as :func:`generate_world_dataset`.
     """
     paths = world_dataset_paths(root)
-    if os.path.isfile(paths["train_json"]) and os.path.isfile(paths["val_json"]):
-        with open(paths["train_json"]) as f:
-            train = json.load(f)
+    train = _read_annotations(paths)
+    if train is not None:
         existing = train.get("info", {}).get("generator")
         wanted = dict(DEFAULT_GENERATOR_ARGS, num_rare=None, num_frequent=None)
         wanted.update(kwargs)
