@@ -37,7 +37,7 @@ BAD_MODEL_VALUES = [
     ("MODEL.FCOS.TOPK_CANDIDATES_TEST", "0", "an integer >= 1"),
     ("TEST.DETECTIONS_PER_IMAGE", "0", "an integer >= 1"),
     ("MODEL.FCOS.PRIOR_PROB", "1.0", r"a probability in \(0, 1\)"),
-    ("INPUT.MIN_SIZE_TEST", "0", "an integer >= 1"),
+    ("INPUT.MIN_SIZE_TEST", "-1", "an integer >= 0"),  # 0 is Detectron2's "no resize"
     ("MODEL.GRIDCLIP.IMAGE_LOSS_WEIGHT", "-1.0", "a number >= 0"),
 ]
 BAD_RUN_VALUES = [
@@ -64,6 +64,10 @@ def test_nan_from_yaml_is_refused(config):
     cfg.MODEL.FCOS.SCORE_THRESH_TEST = float("nan")  # what `SCORE_THRESH_TEST: .nan` in a YAML file gives
     with pytest.raises(ConfigValueError, match="MODEL.FCOS.SCORE_THRESH_TEST = nan is out of range"):
         check_config(cfg, training=False)
+
+
+def test_detectron2s_no_resize_setting_stays_valid(config):
+    check_config(get_gridclip_cfg(config, ["INPUT.MIN_SIZE_TEST", "0"]))  # Detectron2: 0 disables the resize
 
 
 def test_every_shipped_config_passes():

@@ -126,6 +126,16 @@ def add_gridclip_config(cfg):
     _C.MODEL.GRIDCLIP.GRID_LOSS_WEIGHT = 1.0
     # Weight of L_image in Eq. 4; default 10.0 (the paper; it balances the L1 averaged over batch × dim).
     _C.MODEL.GRIDCLIP.IMAGE_LOSS_WEIGHT = 10.0
+    # L_image's strength independent of the teacher's embedding size D: 0 (default) = the mean over batch
+    # × dim as written, whose per-image gradient grows as sqrt(512 / D) below the paper's D = 512 (2.8×
+    # at the generated world's D = 64); N > 0 = L_image × sqrt(D / N), the strength it has at D = N at any
+    # D (512: the paper's ViT-B/32 strength; gridclip/modeling/losses.py, docs/PAPER.md).
+    _C.MODEL.GRIDCLIP.IMAGE_LOSS_REFERENCE_DIM = 0
+    # Training-health signal: every N iterations log the ratio (and cosine) of the image-loss gradient
+    # to the detection-loss gradient on the attention pool and res5 to metrics.json
+    # (health/grad_ratio_image_vs_detection/<group>; gridclip/engine/health.py). Costs two extra partial
+    # backward passes on those iterations; changes no training number. Default 0 = off.
+    _C.MODEL.GRIDCLIP.GRADIENT_RATIO_PERIOD = 0
     # Training vocabulary: "" (the first TRAIN dataset's classes; for TEST_VOCABULARY the first TEST
     # dataset's), "lvis" (1203),
     # "lvis_base" (866 common+frequent), "coco", "voc", a registered dataset name, or a text file

@@ -69,7 +69,7 @@ MODEL_CHECKS = (
     ("MODEL.GRIDCLIP.GRID_LOSS_WEIGHT", _in(0.0, _INF), "a number >= 0"),
     ("MODEL.GRIDCLIP.IMAGE_LOSS_WEIGHT", _in(0.0, _INF), "a number >= 0"),
     ("MODEL.PIXEL_STD", _three_positive, "three numbers > 0"),
-    ("INPUT.MIN_SIZE_TEST", _int_at_least(1), "an integer >= 1 (the test-time short side, pixels)"),
+    ("INPUT.MIN_SIZE_TEST", _int_at_least(0), "an integer >= 0 (the test-time short side, pixels; 0 = no resize)"),
     ("INPUT.MAX_SIZE_TEST", _int_at_least(1), "an integer >= 1 (the test-time long-side limit, pixels)"),
 )
 
@@ -88,7 +88,7 @@ RUN_CHECKS = (
     ("SOLVER.CHECKPOINT_PERIOD", _int_at_least(1), "an integer >= 1"),
     ("DATALOADER.NUM_WORKERS", _int_at_least(0), "an integer >= 0"),
     ("TEST.EVAL_PERIOD", _int_at_least(0), "an integer >= 0 (0 = only at the end)"),
-    ("INPUT.MIN_SIZE_TRAIN", _each(_int_at_least(1)), "integers >= 1 (training short sides, pixels)"),
+    ("INPUT.MIN_SIZE_TRAIN", _each(_int_at_least(0)), "integers >= 0 (training short sides, pixels; 0 = no resize)"),
     ("INPUT.MAX_SIZE_TRAIN", _int_at_least(1), "an integer >= 1"),
 )
 

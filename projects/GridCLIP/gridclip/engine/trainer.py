@@ -25,7 +25,7 @@ from ..checkpoint import GridCLIPCheckpointer
 from ..compat import default_trainer_restores_inner_state, detectron2_compiled_ops
 from ..run_lock import OutputDirLock
 from ..utils import unwrap_model
-from .health import FiniteLossHook
+from .health import FiniteLossHook, GradientRatioHook
 from .solver import build_optimizer
 from .teacher_hook import TeacherEmbeddingHook
 
@@ -182,6 +182,8 @@ class GridCLIPTrainer(DefaultTrainer):
         if self.cfg.MODEL.GRIDCLIP.IMAGE_ALIGN:
             # First, so the iterator is wrapped before any other hook's before_train runs a step.
             hooks.insert(0, TeacherEmbeddingHook(self.cfg))
+            if self.cfg.MODEL.GRIDCLIP.GRADIENT_RATIO_PERIOD > 0:  # opt-in health signal (engine/health.py)
+                hooks.append(GradientRatioHook(self.cfg.MODEL.GRIDCLIP.GRADIENT_RATIO_PERIOD))
         return hooks
 
     @classmethod

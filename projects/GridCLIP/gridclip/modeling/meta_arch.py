@@ -61,6 +61,7 @@ class GridCLIP(FCOS):
         image_head: Optional[ImageEmbeddingHead] = None,
         grid_loss_weight: float = 1.0,
         image_loss_weight: float = 10.0,
+        image_loss_reference_dim: int = 0,
         center_sampling_radius: float = 1.5,
         focal_loss_alpha: float = 0.25,
         focal_loss_gamma: float = 2.0,
@@ -91,6 +92,8 @@ class GridCLIP(FCOS):
                 None = GRID_ALIGN off (the head's logits are the class scores).
             image_head: ``ImageEmbeddingHead`` z̄ -> z̄'; None = IMAGE_ALIGN off.
             grid_loss_weight, image_loss_weight: w_grid, w_image of Eq. 4.
+            image_loss_reference_dim: 0, or the embedding size at whose strength L_image is kept at any
+                teacher dim (``image_alignment_loss``; MODEL.GRIDCLIP.IMAGE_LOSS_REFERENCE_DIM).
             box_reg_weighting: "none" (Detectron2's L_R) or "centerness" (MMDetection's,
                 ``centerness_weighted_box_reg_loss``); MODEL.FCOS.BOX_REG_WEIGHTING.
             score_mode: "sqrt" = sqrt(sigmoid(cls)·sigmoid(ctr)) (Detectron2's FCOS), "product" =
@@ -138,6 +141,7 @@ class GridCLIP(FCOS):
         self.image_head = image_head
         self.grid_loss_weight = grid_loss_weight
         self.image_loss_weight = image_loss_weight
+        self.image_loss_reference_dim = image_loss_reference_dim
         self.score_mode = score_mode
         self.return_grid_embeddings = return_grid_embeddings
         self.text_encoder = dict(text_encoder) if text_encoder else None
@@ -272,6 +276,7 @@ class GridCLIP(FCOS):
             "image_head": image_head,
             "grid_loss_weight": gc.GRID_LOSS_WEIGHT,
             "image_loss_weight": gc.IMAGE_LOSS_WEIGHT,
+            "image_loss_reference_dim": gc.IMAGE_LOSS_REFERENCE_DIM,
             "center_sampling_radius": cfg.MODEL.FCOS.CENTER_SAMPLING_RADIUS,
             "focal_loss_alpha": cfg.MODEL.FCOS.FOCAL_LOSS_ALPHA,
             "focal_loss_gamma": cfg.MODEL.FCOS.FOCAL_LOSS_GAMMA,
@@ -387,7 +392,8 @@ class GridCLIP(FCOS):
             loss_image = None
             if self.image_align:
                 teacher = self._teacher_embeddings(batched_inputs)
-                loss_image = image_alignment_loss(self.image_head(image_embedding), teacher)
+                loss_image = image_alignment_loss(self.image_head(image_embedding), teacher,
+                                                  reference_dim=self.image_loss_reference_dim)
             return gridclip_loss(
                 loss_grid=detection["loss_fcos_cls"],
                 loss_image=loss_image,
