@@ -108,6 +108,9 @@ def test_resume_continues_from_the_last_checkpoint_with_the_right_iteration_and_
     killed = _load(os.path.join(runs["killed_dir"], runs["killed_at"]))["trainer"]["_trainer"]["optimizer"]
     assert len(killed["state"]) == len(final["trainer"]["_trainer"]["optimizer"]["state"]) > 0
     assert "Loading trainer from" in runs["resumed_log"]
+    # The killed run's OUTPUT_DIR lock was left behind; the resumed run found it stale and took it over.
+    assert "Removing the stale .gridclip-lock" in runs["resumed_log"]
+    assert not os.path.exists(os.path.join(runs["killed_dir"], ".gridclip-lock"))
 
 
 def test_resumed_weights_end_where_the_uninterrupted_run_ends(runs):
