@@ -6,8 +6,10 @@ GridCLIP's training objective (paper Eq. 4):
 L_grid, L_R and L_C are Detectron2's FCOS losses (sigmoid focal loss over the training vocabulary,
 GIoU box loss, centerness BCE), each normalised by the EMA of the number of positive locations.
 With ``MODEL.FCOS.BOX_REG_WEIGHTING "centerness"`` L_R is MMDetection's instead
-(``centerness_weighted_box_reg_loss``). L_image is ``image_alignment_loss``.
+(``centerness_weighted_box_reg_loss``). L_image is ``image_alignment_loss`` (optionally scaled to
+the paper's strength at any embedding size).
 """
+import math
 from typing import Dict, List, Optional
 
 import torch
@@ -83,7 +85,7 @@ def centerness_weighted_box_reg_loss(
     return (losses * weights).sum() / denominator.clamp(min=1e-6)
 
 
-def image_alignment_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+def image_alignment_loss(student: torch.Tensor, teacher: torch.Tensor, reference_dim: int = 0) -> torch.Tensor:
     """
     L1 between the L2-normalised student image embedding z̄' and the teacher's embedding.
 
@@ -92,16 +94,30 @@ def image_alignment_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.
     comparable to the FCOS losses with that reduction (a per-image L1 sum over 512 dims is ~D times
     larger and would dominate Eq. 4).
 
+    Strength against the embedding size D: for unit vectors each component is ~1/sqrt(D), and the mean's
+    gradient with respect to one image's normalised embedding has norm sqrt(D) / (B·D) = 1 / (B·sqrt(D)):
+    the same weight pulls sqrt(512 / D) times harder at D < 512 (2.8× at the generated world's D = 64)
+    than at the paper's ViT-B/32 D = 512. ``reference_dim`` > 0 multiplies the loss by
+    sqrt(D / reference_dim), which makes its value and that gradient norm independent of D, equal to
+    their size at D = ``reference_dim`` (512: the paper's strength with weight 10 at any D;
+    MODEL.GRIDCLIP.IMAGE_LOSS_REFERENCE_DIM). 0 (default): no factor, the paper's formula as written.
+
     Args:
         student: [B, D] (normalised here).
         teacher: [B, D] teacher embeddings (normalised here too; a no-op for the hook's output).
+        reference_dim: 0, or the embedding size whose strength the loss keeps at any D.
     """
     if student.shape != teacher.shape:
         raise ValueError(
             f"Image alignment: student embeddings {tuple(student.shape)} and teacher embeddings "
             f"{tuple(teacher.shape)} differ in shape."
         )
-    return F.l1_loss(F.normalize(student, dim=-1), F.normalize(teacher.to(student.dtype), dim=-1), reduction="mean")
+    if reference_dim < 0:
+        raise ValueError(f"MODEL.GRIDCLIP.IMAGE_LOSS_REFERENCE_DIM must be 0 (off) or positive, got {reference_dim}.")
+    loss = F.l1_loss(F.normalize(student, dim=-1), F.normalize(teacher.to(student.dtype), dim=-1), reduction="mean")
+    if reference_dim:
+        loss = loss * math.sqrt(student.shape[-1] / reference_dim)
+    return loss
 
 
 def gridclip_loss(
