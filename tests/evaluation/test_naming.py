@@ -74,3 +74,61 @@ def test_lvis_files_xywh_boxes_and_rare_categories_are_novel(tmp_path):
     r = naming_accuracy_of_lvis_results(str(tmp_path / "gt.json"), str(tmp_path / "results.json"), score_threshold=0.3)
     assert r["base"] == {"accuracy": 1.0, "named": 1, "localised": 1, "objects": 1}
     assert r["novel"] == {"accuracy": 0.0, "named": 0, "localised": 1, "objects": 1}
+
+
+def test_from_a_runs_evaluation_folder_and_the_registered_dataset(tmp_path):
+    from detectron2.data import MetadataCatalog
+
+    from gridclip.evaluation.naming import naming_accuracy_of_evaluation, naming_accuracy_values
+
+    gt = {"images": [{"id": 1}], "categories": [{"id": 1, "frequency": "c"}, {"id": 2, "frequency": "r"}],
+          "annotations": [{"image_id": 1, "category_id": 2, "bbox": [0, 0, 10, 10]}]}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    folder = tmp_path / "run" / "inference" / "naming_test_val"
+    folder.mkdir(parents=True)
+    (folder / "lvis_instances_results.json").write_text(json.dumps(
+        [{"image_id": 1, "category_id": 2, "bbox": [0, 0, 10, 10], "score": 0.5}]))
+    MetadataCatalog.get("naming_test_val").set(json_file=str(tmp_path / "gt.json"))
+    r = naming_accuracy_of_evaluation(str(tmp_path / "run"), "naming_test_val", score_threshold=0.3)
+    assert naming_accuracy_values(r) == {"novel": 1.0, "all": 1.0}  # no base object: left out
+    with pytest.raises(FileNotFoundError, match="was the run evaluated"):
+        naming_accuracy_of_evaluation(str(tmp_path / "other"), "naming_test_val", score_threshold=0.3)
+
+
+def test_embedded_default_stores_the_random_init_runs_naming_accuracy_keyed_by_threshold(tmp_path, embeddings_cache):
+    """The random-init run's cache holds its naming accuracy, under a key that changes with the threshold."""
+    import os
+    import sys
+
+    from detectron2.data import MetadataCatalog
+
+    from gridclip.world import embedded_default as runner
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    config = os.path.join(repo, "configs", "GridCLIP-Tiny-Synthetic.yaml")
+    data_json = tmp_path / "train.json"
+    data_json.write_text(json.dumps({"info": {"generator": {"seed": 0}}}))
+    gt = {"images": [{"id": 1}], "categories": [{"id": 1, "frequency": "f"}, {"id": 2, "frequency": "r"}],
+          "annotations": [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10]},
+                          {"image_id": 1, "category_id": 2, "bbox": [20, 20, 10, 10]}]}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    MetadataCatalog.get("naming_fake_world_val").set(json_file=str(tmp_path / "gt.json"))
+
+    run = runner.RandomInitRun(config, [], str(tmp_path / "out"), str(data_json), naming_threshold=0.3)
+    assert not run.cached
+    inference = tmp_path / "out" / "random_init" / "inference" / "naming_fake_world_val"
+    inference.mkdir(parents=True)
+    (inference / "lvis_instances_results.json").write_text(json.dumps(
+        [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.9},
+         {"image_id": 1, "category_id": 1, "bbox": [20, 20, 10, 10], "score": 0.8}]))  # novel object misnamed
+    (tmp_path / "out" / "random_init" / "random_init_metrics.json").write_text(json.dumps(
+        {"metrics": {"AP": 3.2, "APr": 0.5}, "seconds": 1.0, "test_dataset": "naming_fake_world_val"}))
+    run.cmd = [sys.executable, "-c", "pass"]  # stands in for the training child (its outputs are written above)
+    result = run.wait()
+    assert result == {"AP": 3.2, "APr": 0.5, "naming_base": 1.0, "naming_novel": 0.0, "naming_all": 0.5}
+
+    again = runner.RandomInitRun(config, [], str(tmp_path / "out2"), str(data_json), naming_threshold=0.3)
+    assert again.cached and again.wait() == result
+    assert runner.random_init_cache_path(config, [], str(data_json), 0.5) != again.cache_path
+    assert "| named base % | named novel % |" in runner.side_by_side(
+        {"AP": 48.0}, {"AP": 3.2}, {"pretrained": {"base": 0.8, "novel": 0.5}, "random_init": {"base": 0.1}})

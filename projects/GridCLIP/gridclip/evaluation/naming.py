@@ -14,12 +14,16 @@ separately and together:
 Ground-truth boxes with zero area are left out, as LVIS's evaluation leaves them out.
 """
 import json
+import os
 from collections import defaultdict
 from typing import Dict, Iterable, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["DEFAULT_IOU_MIN", "naming_accuracy", "naming_accuracy_of_lvis_results", "format_naming_accuracy"]
+__all__ = [
+    "DEFAULT_IOU_MIN", "naming_accuracy", "naming_accuracy_of_lvis_results", "naming_accuracy_of_evaluation",
+    "naming_accuracy_values", "format_naming_accuracy",
+]
 
 #: IoU a detection needs with an object to be "on" it (AP50's)
 DEFAULT_IOU_MIN = 0.5
@@ -153,6 +157,29 @@ def naming_accuracy_of_lvis_results(gt_json: str, results, *, score_threshold: f
     det_scores = [[s for _, _, s in found[i]] for i in image_ids]
     return naming_accuracy(gt_boxes, gt_classes, det_boxes, det_scores, det_classes,
                            score_threshold=score_threshold, iou_min=iou_min, novel_classes=novel)
+
+
+def naming_accuracy_of_evaluation(output_dir: str, dataset_name: str, *, score_threshold: float,
+                                   iou_min: float = DEFAULT_IOU_MIN) -> Dict:
+    """
+    :func:`naming_accuracy_of_lvis_results` of a training run's final evaluation: the detections the
+    LVIS evaluator saved under ``<output_dir>/inference/<dataset_name>/lvis_instances_results.json``
+    against the registered dataset's ground-truth json (its metadata's ``json_file``).
+    """
+    from detectron2.data import MetadataCatalog
+
+    results = os.path.join(output_dir, "inference", dataset_name, "lvis_instances_results.json")
+    if not os.path.isfile(results):
+        raise FileNotFoundError(f"no saved detections of {dataset_name} at {results} (was the run evaluated?)")
+    gt_json = MetadataCatalog.get(dataset_name).get("json_file", None)
+    if not gt_json:
+        raise ValueError(f"dataset {dataset_name!r} has no ground-truth json_file in its metadata")
+    return naming_accuracy_of_lvis_results(gt_json, results, score_threshold=score_threshold, iou_min=iou_min)
+
+
+def naming_accuracy_values(result: Dict) -> Dict[str, float]:
+    """``{"base": accuracy, "novel": ..., "all": ...}`` of a :func:`naming_accuracy` result (empty groups left out)."""
+    return {g: result[g]["accuracy"] for g in _GROUPS if result[g]["accuracy"] is not None}
 
 
 def format_naming_accuracy(result: Optional[Dict]) -> str:

@@ -28,7 +28,9 @@ OUTPUT_DIR, once filled (or claimed by a run started at the same time), becomes 
 ``_run3``, ...; a folder is claimed atomically (:func:`gridclip.run_lock.claim_dir`), never just checked.
 
 ``OUTPUT_DIR/summary.json`` holds ``pretrained`` and ``random_init`` ({AP, APr, APc, APf, ...}),
-``zero_shot_top1`` ({backbone_clip, teacher_clip}) and ``timings_s`` ({phase: seconds}).
+``zero_shot_top1`` ({backbone_clip, teacher_clip}), ``timings_s`` ({phase: seconds}) and ``naming_accuracy``
+({pretrained, random_init: {base, novel, all}}: the share of val objects whose best-overlapping detection
+above the visualisation threshold carries their name, :mod:`gridclip.evaluation.naming`).
 """
 import itertools
 import json
@@ -41,6 +43,9 @@ import time
 import torch
 
 from ..evaluation import format_paper_table
+from ..evaluation.naming import (
+    DEFAULT_IOU_MIN, format_naming_accuracy, naming_accuracy_of_evaluation, naming_accuracy_values,
+)
 from ..file_io import atomic_write_json, atomic_write_text, digest_json, read_json
 from ..modeling.clip_loading import model_config_identity
 from ..modeling.text.cache import default_cache_dir
@@ -63,7 +68,7 @@ __all__ = [
     "side_by_side",
 ]
 
-_RANDOM_CACHE_VERSION = 2  # 2: trained with one torch thread (its numbers depend on it)
+_RANDOM_CACHE_VERSION = 3  # 2: trained with one torch thread (its numbers depend on it); 3: + naming accuracy
 _CHILD_MODULE = "gridclip.world.embedded_default"  # run with -m as the random-init child
 
 
@@ -108,15 +113,19 @@ class PhaseTimer:
         return _Phase()
 
 
-def random_init_cache_path(config_file, opts, data_json):
-    """Cache file of the random-init run: keyed by its full config and the generated dataset's arguments."""
+def random_init_cache_path(config_file, opts, data_json, naming_threshold=None):
+    """
+    Cache file of the random-init run: keyed by its full config, the generated dataset's arguments and the
+    settings of the naming accuracy it stores (score threshold, IoU).
+    """
     cfg = load_run_config(config_file, opts)
     cfg.OUTPUT_DIR = ""
     generator = read_json(data_json, "world dataset annotations")["info"]["generator"]
     # the CLIP architectures too: a registered config edited in place leaves cfg.dump() unchanged
     architectures = [model_config_identity(name)
                      for name in (cfg.MODEL.CLIP.MODEL_NAME, cfg.MODEL.GRIDCLIP.TEACHER.MODEL_NAME)]
-    key = digest_json([_RANDOM_CACHE_VERSION, cfg.dump(), generator, architectures], length=16)
+    naming = {"score_threshold": naming_threshold, "iou_min": DEFAULT_IOU_MIN}
+    key = digest_json([_RANDOM_CACHE_VERSION, cfg.dump(), generator, architectures, naming], length=16)
     cache_dir = default_cache_dir(cfg.MODEL.GRIDCLIP.EMBEDDINGS_CACHE_DIR)
     return os.path.join(cache_dir, "embedded_default", f"random_init-{key}.json")
 
@@ -141,14 +150,22 @@ def read_random_init_cache(path):
     return result
 
 
-def side_by_side(pretrained, random_init):
-    """Markdown table: AP, AP50, AP_r, AP_c, AP_f of the pretrained and the random-init run."""
+def side_by_side(pretrained, random_init, naming=None):
+    """
+    Markdown table: AP, AP50, AP_r, AP_c, AP_f of the pretrained and the random-init run; with ``naming``
+    ({"pretrained" / "random_init": {"base", "novel"}} as in summary.json) their naming accuracy in %.
+    """
     keys = ("AP", "AP50", "APr", "APc", "APf")
-    header = (k.replace("APr", "AP_r").replace("APc", "AP_c").replace("APf", "AP_f") for k in keys)
-    lines = ["| CLIPs | " + " | ".join(header) + " |", "|---|" + "---:|" * len(keys)]
-    for name, row in (("pretrained (world)", pretrained), ("random init", random_init)):
+    groups = ("base", "novel") if naming else ()
+    header = [k.replace("APr", "AP_r").replace("APc", "AP_c").replace("APf", "AP_f") for k in keys]
+    header += [f"named {g} %" for g in groups]
+    lines = ["| CLIPs | " + " | ".join(header) + " |", "|---|" + "---:|" * len(header)]
+    for name, run, row in (("pretrained (world)", "pretrained", pretrained), ("random init", "random_init", random_init)):
         if row:
-            lines.append(f"| {name} | " + " | ".join(f"{row.get(k, float('nan')):.1f}" for k in keys) + " |")
+            named = (naming or {}).get(run) or {}
+            cells = [f"{row.get(k, float('nan')):.1f}" for k in keys]
+            cells += [f"{100 * named[g]:.1f}" if named.get(g) is not None else "-" for g in groups]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -156,8 +173,9 @@ def _train_random_init_child(result_json, config_file, opts):
     """The child process of :class:`RandomInitRun`: trains with one torch thread, writes its metrics."""
     torch.set_num_threads(1)
     start = time.perf_counter()
-    _, results = train_and_evaluate(config_file, opts)
-    atomic_write_json(result_json, {"metrics": lvis_metrics(results), "seconds": round(time.perf_counter() - start, 1)})
+    cfg, results = train_and_evaluate(config_file, opts)
+    atomic_write_json(result_json, {"metrics": lvis_metrics(results), "seconds": round(time.perf_counter() - start, 1),
+                                    "test_dataset": cfg.DATASETS.TEST[0]})
     return 0
 
 
@@ -169,8 +187,9 @@ class RandomInitRun:
     run; its metrics are cached by :func:`random_init_cache_path`.
     """
 
-    def __init__(self, config_file, opts, output_dir, data_json, use_cache=True):
-        self.cache_path = random_init_cache_path(config_file, opts, data_json)
+    def __init__(self, config_file, opts, output_dir, data_json, use_cache=True, naming_threshold=None):
+        self.naming_threshold = naming_threshold  # also store its naming accuracy at this score threshold
+        self.cache_path = random_init_cache_path(config_file, opts, data_json, naming_threshold)
         self.result, self.source, self.process, self.seconds = None, None, None, 0.0
         self.result = read_random_init_cache(self.cache_path) if use_cache else None
         self.cached = self.result is not None
@@ -212,6 +231,10 @@ class RandomInitRun:
             raise ToolError(f"the random-init run failed (exit {returncode}): {last} (full log: {self.log_path})")
         record = read_json(self.result_json, "random-init metrics")
         self.result, self.seconds = record["metrics"], record["seconds"]
+        if self.naming_threshold is not None:  # numbers beside the AP metrics: "naming_<group>"
+            naming = naming_accuracy_of_evaluation(self.run_dir, record["test_dataset"],
+                                                   score_threshold=self.naming_threshold)
+            self.result.update({f"naming_{k}": round(v, 4) for k, v in naming_accuracy_values(naming).items()})
         try:
             os.makedirs(os.path.dirname(self.cache_path), exist_ok=True)
             atomic_write_json(self.cache_path, self.result)
@@ -266,7 +289,8 @@ def run_embedded_default(config_file, random_init_config_file, output_dir="", nu
         paths = ensure_world_dataset(world_dataset_root(), **DEFAULT_GENERATOR_ARGS)
         register_config_world_datasets(base_cfg, generate=False)
     random_run = None if skip_random_init else RandomInitRun(
-        random_init_config_file, opts, output_dir, paths["train_json"], use_cache=random_init_cache)
+        random_init_config_file, opts, output_dir, paths["train_json"], use_cache=random_init_cache,
+        naming_threshold=vis_threshold)
 
     def on_ready(name, entry):  # the teacher CLIP, the shorter pretraining, frees a core first
         if name == TEACHER_CLIP and random_run is not None:
@@ -299,6 +323,16 @@ def run_embedded_default(config_file, random_init_config_file, output_dir="", nu
         for key, name in (("backbone_clip", BACKBONE_CLIP), ("teacher_clip", TEACHER_CLIP))
     }
     pretrained = lvis_metrics(results)
+    # Naming accuracy at the visualisation threshold: the pretrained run's from its evaluation's saved
+    # detections; the random-init run's as stored with its metrics ("naming_<group>", kept out of its AP dict).
+    naming_detail = naming_accuracy_of_evaluation(cfg.OUTPUT_DIR, cfg.DATASETS.TEST[0], score_threshold=vis_threshold)
+    random_naming = None
+    if random_init is not None:
+        random_init = dict(random_init)
+        random_naming = {k[len("naming_"):]: random_init.pop(k) for k in list(random_init) if k.startswith("naming_")}
+    naming = {"score_threshold": vis_threshold, "iou_min": DEFAULT_IOU_MIN,
+              "pretrained": naming_accuracy_values(naming_detail), "random_init": random_naming,
+              "pretrained_counts": {g: naming_detail[g] for g in ("base", "novel", "all")}}
     table = format_paper_table(results, title=f"GridCLIP-Tiny-World (pretrained mini-CLIPs) on {cfg.DATASETS.TEST[0]}")
 
     weights = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
@@ -324,16 +358,19 @@ def run_embedded_default(config_file, random_init_config_file, output_dir="", nu
         "random_init_source": random_run.source if random_run is not None else None,
         "novel_categories_detected_in_vis": novel_found,
         "weights_folder": weights_folder,
+        "naming_accuracy": naming,
     }
     os.makedirs(output_dir, exist_ok=True)
     atomic_write_text(os.path.join(output_dir, "summary.json"), json.dumps(summary, indent=1))
 
     print("\n" + table)
-    print("\n" + side_by_side(pretrained, random_init))
+    print("\n" + side_by_side(pretrained, random_init, naming))
     if summary["random_init_source"]:
         print(f"(random init: {summary['random_init_source']})")
     print("Zero-shot top-1 over the 192 world names: " + ", ".join(
         f"{k} {100 * v:.1f} %" for k, v in zero_shot.items() if v is not None))
+    print(f"Naming accuracy (val objects whose best-overlapping detection with score >= {vis_threshold} at IoU >= "
+          f"{DEFAULT_IOU_MIN} carries their name), pretrained: {format_naming_accuracy(naming_detail)}")
     print(f"Trained weights:       {weights}")
     print(f"Weights folder:        {weights_folder} (GridCLIPPredictor.from_pretrained, tools/demo.py --weights-folder)")
     print(f"Evaluation outputs:    {os.path.join(cfg.OUTPUT_DIR, 'inference', cfg.DATASETS.TEST[0])}")
