@@ -12,6 +12,8 @@ import os
 
 from detectron2.data import MetadataCatalog
 
+from ..file_io import atomic_write_text
+
 __all__ = ["coco_per_category_ap", "write_coco_per_category_ap"]
 
 PER_CATEGORY_AP_FILE = "per_category_ap.json"
@@ -49,6 +51,5 @@ def write_coco_per_category_ap(results, dataset_name, output_dir):
         return None
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, PER_CATEGORY_AP_FILE)
-    with open(path, "w") as f:
-        json.dump(records, f, indent=1)
+    atomic_write_text(path, json.dumps(records, indent=1))  # a reader never sees half a file
     return path

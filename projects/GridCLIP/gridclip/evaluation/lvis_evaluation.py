@@ -56,6 +56,7 @@ from detectron2.utils.logger import create_small_table
 from .compact_detections import CompactDetections
 from .fast_lvis import evaluate_lvis_boxes
 from .tables import format_paper_table
+from ..file_io import atomic_write_text
 
 __all__ = [
     "GridCLIPLVISEvaluator", "per_category_ap", "lvis_protocol", "vocabulary_to_dataset_index",
@@ -195,6 +196,15 @@ def lvis_protocol(gt_category_ids, evaluated_category_ids, predictable_category_
             description += ", all in the model's vocabulary"
     description = f"protocol {name}: {description}"
     return {"name": name, "evaluated": len(evaluated), "unpredictable": len(unpredictable), "description": description}
+
+
+def _write_text(path, text):
+    """Local files atomically (a reader never sees half of one); other storage through PathManager."""
+    if "://" not in path:
+        atomic_write_text(path, text)
+        return
+    with PathManager.open(path, "w") as f:
+        f.write(text)
 
 
 class GridCLIPLVISEvaluator(LVISEvaluator):
@@ -440,9 +450,7 @@ class GridCLIPLVISEvaluator(LVISEvaluator):
         PathManager.mkdirs(self._output_dir)
         for task, categories in self.per_category_results.items():
             name = PER_CATEGORY_AP_FILE if task == "bbox" else PER_CATEGORY_AP_FILE.replace(".json", f"_{task}.json")
-            with PathManager.open(os.path.join(self._output_dir, name), "w") as f:
-                json.dump(categories, f, indent=1)
-        with PathManager.open(os.path.join(self._output_dir, PAPER_TABLE_FILE), "w") as f:
-            f.write(table)
+            _write_text(os.path.join(self._output_dir, name), json.dumps(categories, indent=1))
+        _write_text(os.path.join(self._output_dir, PAPER_TABLE_FILE), table)
         self._logger.info(f"Wrote {PER_CATEGORY_AP_FILE} and {PAPER_TABLE_FILE} to {self._output_dir}")
 

@@ -21,6 +21,8 @@ import math
 import os
 from collections import OrderedDict
 
+from ..file_io import atomic_write_text
+
 __all__ = ["format_paper_table", "write_paper_table", "table_flavour", "PAPER_COLUMNS"]
 
 #: flavour → [(metric key in Detectron2's results, column header)]
@@ -120,6 +122,5 @@ def write_paper_table(results, path, title=None, row_label="GridCLIP", protocol=
     text = format_paper_table(results, title=title, row_label=row_label, protocol=protocol)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text)
+    atomic_write_text(path, text)  # a reader never sees half a table
     return text
