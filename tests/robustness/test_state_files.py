@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from gridclip.checkpoint import GridCLIPCheckpointer
+from gridclip.engine.defaults import argument_parser, check_run
 from gridclip.engine.trainer import GridCLIPTrainer
 from gridclip.file_io import atomic_write_json
 from gridclip.modeling.text.cache import load_text_embeddings, text_embeddings_cache_path
@@ -111,6 +112,8 @@ def test_training_holds_the_lock_on_its_output_dir(tiny_cfg, other_process):
         json.dump(_record(other_process.pid), f)
     with pytest.raises(OutputDirLockedError, match=f"pid {other_process.pid}"):
         GridCLIPTrainer(cfg)
+    with pytest.raises(OutputDirLockedError, match=f"pid {other_process.pid}"):  # train_net: before anything
+        check_run(cfg, argument_parser().parse_args(["--config-file", "unused.yaml"]))
     assert not os.path.exists(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
     os.remove(lock_file)
     trainer = GridCLIPTrainer(cfg)

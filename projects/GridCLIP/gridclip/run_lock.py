@@ -171,6 +171,21 @@ class OutputDirLock:
     def _read(self):
         return _read_record(self.path)
 
+    def check(self) -> None:
+        """Raise :class:`OutputDirLockedError` if another live run holds the lock now (taking nothing: an
+        early refusal before anything is written; :meth:`acquire` is the guarantee)."""
+        holder = self._read()
+        if holder and holder_alive(holder) and not (
+                holder.get("host") == socket.gethostname() and holder.get("pid") == os.getpid()):
+            raise self._locked(holder)
+
+    def _locked(self, holder):
+        return OutputDirLockedError(
+            f"{self.what} {self.folder} is in use by another run ({describe_holder(holder)}): two runs "
+            f"would overwrite each other's checkpoints and metrics. Wait for it, or set {self.what} to "
+            f"another folder. If that run is gone, remove {self.path}."
+        )
+
     def acquire(self) -> "OutputDirLock":
         """Take the lock; :class:`OutputDirLockedError` when a live process holds it."""
         os.makedirs(self.folder, exist_ok=True)
@@ -190,11 +205,7 @@ class OutputDirLock:
                 time.sleep(0.1)
                 continue
             if holder and holder_alive(holder):
-                raise OutputDirLockedError(
-                    f"{self.what} {self.folder} is in use by another run ({describe_holder(holder)}): two runs "
-                    f"would overwrite each other's checkpoints and metrics. Wait for it, or set {self.what} to "
-                    f"another folder. If that run is gone, remove {self.path}."
-                )
+                raise self._locked(holder)
             self._remove_stale(holder)
         raise OutputDirLockedError(f"Could not take the lock {self.path}: other runs keep taking it.")
 

@@ -5,8 +5,8 @@ the per-process set-up, and training/evaluation from parsed arguments.
 
 Expected failures raise :class:`gridclip.tool_errors.ToolError` with one line (a missing config, an
 unknown config key with the closest existing keys, a wrongly typed value, ``--eval-only`` without weights, an
-OUTPUT_DIR that cannot be written); Ctrl-C raises ``KeyboardInterrupt`` with one line naming the
-iteration and the last checkpoint to ``--resume`` from.
+OUTPUT_DIR that cannot be written or that another live run holds, :mod:`gridclip.run_lock`); Ctrl-C raises
+``KeyboardInterrupt`` with one line naming the iteration and the last checkpoint to ``--resume`` from.
 """
 import difflib
 import logging
@@ -18,6 +18,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import GridCLIPCheckpointer
+from ..run_lock import OutputDirLock
 from ..tool_errors import ToolError, check_writable_dir
 from ..config import get_gridclip_cfg
 from ..config_checks import ConfigValueError, check_config
@@ -113,6 +114,8 @@ def check_run(cfg, args):
     if weights and "://" not in weights and not resumable and not os.path.isfile(weights):
         raise ToolError(f"MODEL.WEIGHTS '{weights}' does not exist.")
     check_writable_dir(cfg.OUTPUT_DIR, "OUTPUT_DIR")
+    if "://" not in cfg.OUTPUT_DIR:
+        OutputDirLock(cfg.OUTPUT_DIR).check()  # another live run writes there: refused before anything starts
 
 
 def setup(args):
@@ -121,6 +124,10 @@ def setup(args):
     register_config_datasets(cfg)  # in every process, also the --num-gpus workers
     register_generated_datasets(cfg, generate=False)
     cfg.freeze()
+    if comm.is_main_process() and cfg.OUTPUT_DIR and "://" not in cfg.OUTPUT_DIR:
+        # Refused before default_setup writes config.yaml and log.txt into a folder another run uses
+        # (GridCLIPTrainer / --eval-only then take the lock itself).
+        OutputDirLock(cfg.OUTPUT_DIR).check()
     default_setup(cfg, args)
     # default_setup configures the "detectron2" and "fvcore" loggers; ours log tables, teacher and data warnings.
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="gridclip")
