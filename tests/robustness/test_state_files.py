@@ -206,6 +206,18 @@ def test_truncated_world_clip_is_pretrained_again_never_reported_as_cached(tmp_p
     assert calls == [pretraining.BACKBONE_CLIP] * 3
 
 
+def test_unwritable_world_clip_cache_keeps_the_weights_for_the_run(tmp_path, monkeypatch, caplog):
+    _fake_pretraining(monkeypatch)
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the cache folder should be")
+    with caplog.at_level(logging.WARNING, logger="gridclip.world.pretraining"):
+        entry = pretraining.ensure_world_clip(pretraining.BACKBONE_CLIP, cache_dir=str(blocker), progress=False)
+    assert [r for r in caplog.records if "continuing uncached" in r.getMessage()]
+    stats, problem = pretraining.check_cached_world_clip(entry["path"])  # complete weights, outside the cache
+    assert not entry["cached"] and problem is None and not entry["path"].startswith(str(blocker))
+    assert stats["weights_sha256"] == entry["stats"]["weights_sha256"]
+
+
 def test_corrupt_random_init_cache_is_not_used(tmp_path, capsys):
     path = tmp_path / "random_init-0123.json"
     assert read_random_init_cache(str(path)) is None  # none yet

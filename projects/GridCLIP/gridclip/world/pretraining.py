@@ -25,6 +25,7 @@ import hashlib
 import logging
 import math
 import os
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -341,7 +342,14 @@ def ensure_world_clips(model_names=(BACKBONE_CLIP, TEACHER_CLIP), corpus_args=No
         model, stats = pretrain_clip(name, corpus, **args, progress=progress, eval_split=eval_split,
                                      progress_position=position if parallel else None)
         stats.update(corpus_args=corpus_args, train_args=args)
-        _save(model, stats, path)
+        try:
+            _save(model, stats, path)
+        except OSError as e:  # an unwritable cache: keep the weights for this run only, and go on
+            fallback = os.path.join(tempfile.mkdtemp(prefix="gridclip-world-clip-"), os.path.basename(path))
+            logger.warning("World CLIP cache folder %s cannot be written (%s); continuing uncached: the weights "
+                           "are kept in %s for this run only.", os.path.dirname(path), e.strerror or e, fallback)
+            _save(model, stats, fallback)
+            path = fallback
         zs = stats["zero_shot"]
         logger.info(
             "%s: zero-shot top-1 %.1f%% over %d names (colour %.1f%%, texture %.1f%%, shape %.1f%%) -> %s",
