@@ -285,23 +285,30 @@ def test_check_text_embeddings_refuses_zero_rows_and_bad_rank():
     text_files.check_text_embeddings(torch.randn(3, 8), 3, 8, "my.file")  # a valid matrix passes
 
 
-def test_corrupt_cache_file_is_reported_with_its_path(embeddings_cache):
+def _cache_warnings(caplog):
+    return [r.getMessage() for r in caplog.records if r.name == text_cache.logger.name and r.levelname == "WARNING"]
+
+
+def test_corrupt_cache_file_is_rebuilt_with_one_warning_naming_it(embeddings_cache, caplog):
     path = text_cache.text_embeddings_cache_path(["cat"], TINY_BACKBONE_CLIP, "", "single")
     os.makedirs(os.path.dirname(path))
     with open(path, "wb") as f:
         f.write(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"truncated")
-    with pytest.raises(ValueError, match="not a valid safetensors file.*delete it") as info:
-        text_cache.load_text_embeddings(["cat"], TINY_BACKBONE_CLIP, "", templates="single")
-    assert path in str(info.value)
+    embeddings = text_cache.load_text_embeddings(["cat"], TINY_BACKBONE_CLIP, "", templates="single")
+    (warning,) = _cache_warnings(caplog)
+    assert path in warning and "not a valid safetensors file" in warning and "rebuilding it" in warning
+    assert torch.equal(text_files.load_text_embeddings_file(path, ["cat"]), embeddings)  # valid again
 
 
-def test_tampered_cache_file_is_refused(embeddings_cache):
-    text_cache.load_text_embeddings(NAMES, TINY_BACKBONE_CLIP, "", templates="single")
+def test_tampered_cache_file_is_never_used(embeddings_cache, caplog):
+    built = text_cache.load_text_embeddings(NAMES, TINY_BACKBONE_CLIP, "", templates="single")
     path = text_cache.text_embeddings_cache_path(NAMES, TINY_BACKBONE_CLIP, "", "single")
     _write(embeddings_cache, "x.safetensors", torch.randn(2, TINY_DIM), NAMES[:2])
     os.replace(embeddings_cache / "x.safetensors", path)
-    with pytest.raises(ValueError, match="2 rows.*3 classes"):
-        text_cache.load_text_embeddings(NAMES, TINY_BACKBONE_CLIP, "", templates="single")
+    again = text_cache.load_text_embeddings(NAMES, TINY_BACKBONE_CLIP, "", templates="single")
+    (warning,) = _cache_warnings(caplog)
+    assert path in warning and "2 rows" in warning and "3 classes" in warning
+    assert torch.allclose(again, built, atol=1e-6)
 
 
 def test_torch_and_numpy_files_load_without_pickle(tmp_path):
