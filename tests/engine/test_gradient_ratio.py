@@ -93,3 +93,35 @@ def test_groups_found_by_module_path_and_bad_period_refused():
     assert set(gradient_ratio_groups(model)) == {"attnpool"}  # frozen: nothing to measure
     with pytest.raises(ValueError, match="GRADIENT_RATIO_PERIOD"):
         GradientRatioHook(0)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread (two spin-wait on the shared 2-core machine), restored afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_gridclip_trainer_logs_the_ratio_when_the_config_key_is_set(tmp_path, synthetic_lvis, embeddings_cache,
+                                                                    one_torch_thread):
+    import gridclip
+    from gridclip.engine.trainer import GridCLIPTrainer
+
+    from ..robustness.conftest import write_tiny_config
+
+    path = write_tiny_config(tmp_path / "tiny.yaml", synthetic_lvis.train_base, synthetic_lvis.val, tmp_path / "run")
+    cfg = gridclip.get_gridclip_cfg(path, ["MODEL.GRIDCLIP.GRADIENT_RATIO_PERIOD", 2, "SOLVER.MAX_ITER", 2,
+                                           "SOLVER.CHECKPOINT_PERIOD", 100, "DATASETS.TEST", "()"])
+    trainer = GridCLIPTrainer(cfg)
+    assert sum(isinstance(h, GradientRatioHook) for h in trainer._hooks) == 1
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.json").read_text().splitlines()]
+    for group in ("attnpool", "res5"):
+        values = [r[f"health/grad_ratio_image_vs_detection/{group}"] for r in records
+                  if f"health/grad_ratio_image_vs_detection/{group}" in r]
+        assert len(values) == 1 and 0 < values[0] < math.inf, (group, values)
+    default = gridclip.get_gridclip_cfg(path)
+    assert default.MODEL.GRIDCLIP.GRADIENT_RATIO_PERIOD == 0  # off by default: no hook, no extra backward

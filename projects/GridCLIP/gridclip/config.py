@@ -134,7 +134,8 @@ def add_gridclip_config(cfg):
     # Training-health signal: every N iterations log the ratio (and cosine) of the image-loss gradient
     # to the detection-loss gradient on the attention pool and res5 to metrics.json
     # (health/grad_ratio_image_vs_detection/<group>; gridclip/engine/health.py). Costs two extra partial
-    # backward passes on those iterations; changes no training number. Default 0 = off.
+    # backward passes on those iterations; changes no training number. metrics.json is written every 20
+    # iterations with each key's latest value: use a multiple of 20 to keep every measurement. Default 0 = off.
     _C.MODEL.GRIDCLIP.GRADIENT_RATIO_PERIOD = 0
     # Training vocabulary: "" (the first TRAIN dataset's classes; for TEST_VOCABULARY the first TEST
     # dataset's), "lvis" (1203),

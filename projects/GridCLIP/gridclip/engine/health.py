@@ -192,6 +192,8 @@ class GradientRatioHook(HookBase):
     for the attention pool and res5: how many times stronger the (weighted) image-level loss pulls on
     those shared parameters than the detection losses, and whether the two agree in direction. A ratio
     far above 1 once detection has converged means the image loss dominates the shared layers.
+    Detectron2's writers record each key's latest value every 20 iterations, so with a period that is a
+    multiple of 20 every measurement reaches metrics.json (a shorter one: the latest before each write).
 
     It wraps the model's ``forward`` (the module inside DDP) and, on due iterations, takes the two
     gradients from that forward's own loss terms with ``torch.autograd.grad`` (no ``.grad`` written, no
