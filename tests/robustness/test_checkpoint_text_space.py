@@ -140,3 +140,36 @@ def test_open_clip_random_init_warning_only_without_a_weights_file(world, caplog
         create_clip_model("GridCLIP-Tiny-RN", "")
     assert [r for r in caplog.records if "No pretrained weights loaded" in r.getMessage()]
     assert not os.path.exists(os.path.join(world["tmp"], "out"))  # loading wrote nothing into OUTPUT_DIR
+
+
+def test_train_net_eval_only_is_one_line(world, synthetic_lvis, capsys, monkeypatch):
+    """The reported command: ``train_net.py --eval-only MODEL.WEIGHTS <weights>`` with the config that builds
+    a random text tower ends with one line naming both spaces and exit status 1, not a wrong AP."""
+    import importlib.util
+
+    from detectron2.utils import logger as d2_logger
+
+    from .conftest import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("gridclip_tool_train_net_text_space",
+                                                  os.path.join(REPO_ROOT, "tools", "train_net.py"))
+    train_net = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_net)
+    monkeypatch.delenv("GRIDCLIP_DEBUG", raising=False)
+    config = write_tiny_config(world["tmp"] / "eval.yaml", synthetic_lvis.train_base, synthetic_lvis.val,
+                               world["tmp"] / "eval_out")
+    names = synthetic_lvis.class_names
+    trained = world["model"](load_tiny_cfg(config, "MODEL.CLIP.PRETRAINED", world["weights"]), names)
+    GridCLIPCheckpointer(trained, str(world["tmp"] / "synthetic")).save("model_final")
+    getattr(d2_logger.setup_logger, "cache_clear", lambda: None)()  # fresh log handlers, as a new process has
+    try:
+        code = train_net.cli_main(["--config-file", config, "--eval-only",
+                                   "MODEL.WEIGHTS", str(world["tmp"] / "synthetic" / "model_final.pth")])
+    finally:
+        getattr(d2_logger.setup_logger, "cache_clear", lambda: None)()
+        for name in ("detectron2", "d2", "fvcore", "gridclip"):
+            for handler in list(logging.getLogger(name).handlers):
+                logging.getLogger(name).removeHandler(handler)
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 1 and line.startswith("train_net.py: error: ")
+    assert "random-init weights" in line and world["weights"] in line and "ALLOW_TEXT_SPACE_MISMATCH" in line
