@@ -132,3 +132,15 @@ def test_embedded_default_stores_the_random_init_runs_naming_accuracy_keyed_by_t
     assert runner.random_init_cache_path(config, [], str(data_json), 0.5) != again.cache_path
     assert "| named base % | named novel % |" in runner.side_by_side(
         {"AP": 48.0}, {"AP": 3.2}, {"pretrained": {"base": 0.8, "novel": 0.5}, "random_init": {"base": 0.1}})
+
+
+def test_score_rule_names_an_object_by_its_most_confident_label():
+    gt = [[([0, 0, 10, 10], 1)]]
+    # class-wise NMS left two names on the object: the right one scored higher, the wrong one fits the box better
+    dets = [[([0, 0, 10, 11], 0.9, 1), ([0, 0, 10, 10], 0.4, 2), ([20, 20, 30, 30], 0.99, 3)]]
+    assert _run(gt, dets)["all"]["named"] == 0  # the rule: the best-overlapping detection
+    r = _run(gt, dets, match="score")
+    assert r["all"]["named"] == 1 and r["match"] == "score"  # the far-away 0.99 detection is not on the object
+    assert _run(gt, [[([5, 0, 15, 10], 0.9, 1)]], match="score")["all"]["localised"] == 0  # IoU 1/3 < 0.5
+    with pytest.raises(ValueError, match="match"):
+        _run(gt, dets, match="area")

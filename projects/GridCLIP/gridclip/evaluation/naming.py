@@ -11,6 +11,10 @@ separately and together:
 
     accuracy = named objects / objects;  localised = objects with a detection at IoU >= iou_min
 
+``match="score"`` instead takes, among the shown detections at IoU >= ``iou_min``, the highest-scored
+one (ties to the higher IoU): the name a reader takes from overlapping labels. The two differ where
+class-wise NMS leaves several names on one object (duplicates with slightly different boxes).
+
 Ground-truth boxes with zero area are left out, as LVIS's evaluation leaves them out.
 """
 import json
@@ -21,12 +25,14 @@ from typing import Dict, Iterable, Optional, Sequence
 import numpy as np
 
 __all__ = [
-    "DEFAULT_IOU_MIN", "naming_accuracy", "naming_accuracy_of_lvis_results", "naming_accuracy_of_evaluation",
+    "DEFAULT_IOU_MIN", "MATCH_RULES", "naming_accuracy", "naming_accuracy_of_lvis_results", "naming_accuracy_of_evaluation",
     "naming_accuracy_values", "format_naming_accuracy",
 ]
 
 #: IoU a detection needs with an object to be "on" it (AP50's)
 DEFAULT_IOU_MIN = 0.5
+#: which shown detection on an object names it: the best-overlapping one, or the highest-scored at IoU >= iou_min
+MATCH_RULES = ("iou", "score")
 _GROUPS = ("base", "novel", "all")
 
 
@@ -57,6 +63,7 @@ def naming_accuracy(
     score_threshold: float,
     iou_min: float = DEFAULT_IOU_MIN,
     novel_classes: Iterable[int] = (),
+    match: str = "iou",
 ) -> Dict:
     """
     Naming accuracy over images (see the module docstring).
@@ -70,11 +77,15 @@ def naming_accuracy(
         score_threshold: the visualisation threshold (what a drawn picture shows).
         iou_min: IoU the best-overlapping detection needs to be on the object; default 0.5.
         novel_classes: ids of the novel (rare, never annotated in training) classes.
+        match: "iou" (default: the best-overlapping detection) or "score" (the highest-scored one at
+            IoU >= ``iou_min``).
 
     Returns:
         dict: ``{"base" | "novel" | "all": {"accuracy": float or None (no objects), "named": int,
         "localised": int, "objects": int}, "score_threshold": float, "iou_min": float}``.
     """
+    if match not in MATCH_RULES:
+        raise ValueError(f"match must be one of {MATCH_RULES}, got {match!r}")
     if not 0.0 < iou_min <= 1.0:
         raise ValueError(f"iou_min must be in (0, 1], got {iou_min}")
     lengths = {len(gt_boxes), len(gt_classes), len(det_boxes), len(det_scores), len(det_classes)}
@@ -98,8 +109,11 @@ def naming_accuracy(
             continue
         if len(d_boxes):
             iou = _pairwise_iou(boxes, d_boxes)  # [G, D]
-            # best IoU; among equal IoUs the higher score (lexsort: last key is primary)
-            order = np.lexsort((-d_scores[None, :].repeat(len(boxes), 0), -iou), axis=1)
+            scores = d_scores[None, :].repeat(len(boxes), 0)
+            if match == "iou":  # best IoU; among equal IoUs the higher score (lexsort: last key is primary)
+                order = np.lexsort((-scores, -iou), axis=1)
+            else:  # highest score among those on the object (IoU >= iou_min); ties to the higher IoU
+                order = np.lexsort((-iou, -np.where(iou >= iou_min, scores, -np.inf)), axis=1)
             best = order[:, 0]
             best_iou = iou[np.arange(len(boxes)), best]
             localised = best_iou >= iou_min
@@ -116,6 +130,7 @@ def naming_accuracy(
         result[group] = dict(accuracy=(c["named"] / c["objects"]) if c["objects"] else None, **c)
     result["score_threshold"] = float(score_threshold)
     result["iou_min"] = float(iou_min)
+    result["match"] = match
     return result
 
 
@@ -125,7 +140,7 @@ def _xywh_to_xyxy(box):
 
 
 def naming_accuracy_of_lvis_results(gt_json: str, results, *, score_threshold: float,
-                                    iou_min: float = DEFAULT_IOU_MIN, novel_frequencies=("r",)) -> Dict:
+                                    iou_min: float = DEFAULT_IOU_MIN, novel_frequencies=("r",), match: str = "iou") -> Dict:
     """
     :func:`naming_accuracy` of an LVIS evaluation's saved detections.
 
@@ -134,7 +149,7 @@ def naming_accuracy_of_lvis_results(gt_json: str, results, *, score_threshold: f
             ``categories`` with ``frequency``).
         results: the evaluator's ``lvis_instances_results.json`` (a path), or its list of
             ``{"image_id", "category_id", "bbox" (XYWH), "score"}`` dicts, category ids of ``gt_json``.
-        score_threshold, iou_min: as :func:`naming_accuracy`.
+        score_threshold, iou_min, match: as :func:`naming_accuracy`.
         novel_frequencies: categories whose ``frequency`` is one of these are novel; default rare ("r"),
             the open-vocabulary protocol's novel classes.
     """
@@ -156,7 +171,7 @@ def naming_accuracy_of_lvis_results(gt_json: str, results, *, score_threshold: f
     det_classes = [[c for _, c, _ in found[i]] for i in image_ids]
     det_scores = [[s for _, _, s in found[i]] for i in image_ids]
     return naming_accuracy(gt_boxes, gt_classes, det_boxes, det_scores, det_classes,
-                           score_threshold=score_threshold, iou_min=iou_min, novel_classes=novel)
+                           score_threshold=score_threshold, iou_min=iou_min, novel_classes=novel, match=match)
 
 
 def naming_accuracy_of_evaluation(output_dir: str, dataset_name: str, *, score_threshold: float,
