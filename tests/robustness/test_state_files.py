@@ -218,6 +218,21 @@ def test_unwritable_world_clip_cache_keeps_the_weights_for_the_run(tmp_path, mon
     assert stats["weights_sha256"] == entry["stats"]["weights_sha256"]
 
 
+def test_truncated_clip_weights_file_is_named(tmp_path):
+    from safetensors.torch import save_file
+
+    from gridclip.modeling.clip_loading import create_clip_model
+
+    path = str(tmp_path / "clip.safetensors")
+    save_file({k: v.contiguous() for k, v in create_clip_model("GridCLIP-Tiny-RN", "").state_dict().items()}, path)
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 3])
+    with pytest.raises(ValueError, match="truncated or corrupt") as error:  # was a SafetensorError naming no file
+        create_clip_model("GridCLIP-Tiny-RN", path)
+    assert path in str(error.value)
+
+
 def test_corrupt_random_init_cache_is_not_used(tmp_path, capsys):
     path = tmp_path / "random_init-0123.json"
     assert read_random_init_cache(str(path)) is None  # none yet

@@ -60,9 +60,16 @@ def _check_model_name(model_name):
 
 def _load_state_dict_file(path):
     if path.endswith(".safetensors"):
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(path)
+        try:
+            return load_file(path)
+        except SafetensorError as e:  # truncated / not safetensors: name the file, not just the parser's error
+            raise ValueError(
+                f"Cannot read CLIP weights from {path}: {e}. The file is truncated or corrupt; copy it again "
+                "(a world CLIP: run tools/pretrain_clip.py, which pretrains a damaged cache entry again)."
+            ) from None
     state = safe_torch_load(path, what="CLIP weights", advice=(
         "Expected a state dict saved with torch.save (tensors only), a .safetensors file, or an OpenAI "
         "TorchScript archive."))
