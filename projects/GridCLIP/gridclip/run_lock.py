@@ -4,8 +4,8 @@ Run folders that two processes cannot share: claiming a fresh folder, and a lock
 - :func:`claim_dir`: a folder is claimed by creating a marker file in it, which only one process can
   create (``link`` onto an existing name fails, as ``O_EXCL``), never by checking that it is free: of two
   runs started together, one gets the folder and the other moves on to the next.
-- :class:`OutputDirLock`: a lock file (``<folder>/.gridclip-lock``, created with ``O_EXCL``) holding the
-  holder's host, pid, process start time and command. A second run into the folder is refused with a
+- :class:`OutputDirLock`: a lock file (``<folder>/.gridclip-lock``, created the same atomic way) holding
+  the holder's host, pid, process start time and command. A second run into the folder is refused with a
   :class:`OutputDirLockedError` naming the holder. A lock whose holder died (same host, pid gone or
   reused by another process) is stale: it is taken over with one warning. The same process may take
   it again (re-entrant). ``release`` removes it; so does process exit (``atexit``).
@@ -24,7 +24,7 @@ from .tool_errors import ToolError
 
 __all__ = ["CLAIM_FILE", "LOCK_FILE", "OutputDirLockedError", "OutputDirLock", "claim_dir", "holder_alive"]
 
-#: marker created (O_EXCL) in an existing empty folder to claim it
+#: marker created (atomically, once) in a new or empty folder to claim it
 CLAIM_FILE = ".gridclip-claimed"
 #: the lock file of an OUTPUT_DIR
 LOCK_FILE = ".gridclip-lock"
@@ -238,6 +238,7 @@ class OutputDirLock:
         if not self.held:
             return
         self.held = False
+        atexit.unregister(self.release)
         holder = self._read()
         if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
             try:
