@@ -100,7 +100,7 @@ def register_lvis_shaped_val(name, json_file):
 def load_detections(dets_file):
     from .compact_detections import CompactDetections
 
-    with np.load(dets_file) as data:
+    with np.load(dets_file, allow_pickle=False) as data:
         return CompactDetections.from_state({k: data[k] for k in data.files})
 
 
