@@ -110,3 +110,45 @@ def test_bad_exemplars_say_what_is_wrong(image_path, make, message):
 def test_box_outside_the_image_is_refused(predictor, image_path):
     with pytest.raises(ValueError, match="outside the 112x80 image"):
         exemplar_grid_embedding(predictor, Exemplar(image_path, (200, 200, 300, 300)))
+
+
+def _exemplars_file(tmp_path, entries):
+    import json
+
+    path = tmp_path / "exemplars.json"
+    path.write_text(json.dumps(entries))
+    return str(path)
+
+
+def test_eval_exemplars_replace_the_text_rows_of_their_classes_only(image_path, tmp_path, monkeypatch):
+    """MODEL.GRIDCLIP.TEST_EXEMPLARS (train_net --eval-only): the named classes get the mean exemplar
+    embedding, every other class keeps its text embedding, and no class changes its index."""
+    from gridclip import GridCLIPPredictor
+    from gridclip.exemplars import set_test_exemplars
+
+    monkeypatch.setenv("GRIDCLIP_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    names = ["zebra", "red square", "blue circle"]
+    predictor = GridCLIPPredictor(TINY_CONFIG, "", vocabulary=names, opts=OPTS, device="cpu")
+    model, cfg = predictor.model, predictor.cfg.clone()
+    text_rows = model.classifier.test_embeddings.clone()
+    boxes = [(20, 10, 60, 50), (16, 8, 64, 54)]
+    cfg.defrost()
+    cfg.MODEL.GRIDCLIP.TEST_EXEMPLARS = _exemplars_file(
+        tmp_path, [{"name": "red square", "image": image_path, "box": list(b)} for b in boxes])
+    model.train()
+    assert set_test_exemplars(model, cfg) == ["red square"]
+    assert model.training  # restored
+    assert list(model.test_class_names) == names
+    rows = model.classifier.test_embeddings
+    model.eval()
+    expected = F.normalize(torch.stack([exemplar_grid_embedding(predictor, Exemplar(image_path, b)) for b in boxes])
+                           .mean(dim=0), dim=0)
+    torch.testing.assert_close(rows[1], expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(rows[[0, 2]], text_rows[[0, 2]])
+    assert float(rows[1] @ text_rows[1]) < 0.99  # the class is no longer queried by its text
+
+    cfg.MODEL.GRIDCLIP.TEST_EXEMPLARS = _exemplars_file(
+        tmp_path, [{"name": "red sqare", "image": image_path, "box": list(boxes[0])}])
+    with pytest.raises(ValueError, match=r"'red sqare' are not classes of the test vocabulary"):
+        set_test_exemplars(model, cfg)

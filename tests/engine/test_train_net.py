@@ -171,3 +171,38 @@ def test_resume_continues_from_the_saved_iteration(trained):
     train_iterations = [r["iteration"] for r in records if "total_loss" in r]
     assert train_iterations and min(train_iterations) >= 3 and max(train_iterations) == 5
     assert torch.load(resumed / "model_final.pth", weights_only=True)["iteration"] == 5
+
+
+def test_eval_only_with_image_exemplars(trained):
+    """--eval-only with MODEL.GRIDCLIP.TEST_EXEMPLARS: the named val classes are queried by image
+    exemplars (boxes from one val image), every category is still evaluated, and a name that is not a
+    test class is one line with exit status 1."""
+    workdir, output_dir, _ = trained
+    root = workdir / "datasets" / "world"
+    val = json.loads((root / "annotations" / "lvis_v1_val.json").read_text())
+    names = {c["id"]: c["name"] for c in val["categories"]}
+    images = {i["id"]: i for i in val["images"]}
+    first = val["annotations"][0]
+    x, y, w, h = first["bbox"]
+    entry = {"name": names[first["category_id"]], "image": str(root / images[first["image_id"]]["coco_url"]),
+             "box": [x, y, x + w, y + h]}
+    exemplars = workdir / "exemplars.json"
+    exemplars.write_text(json.dumps([entry]))
+    eval_dir = workdir / "eval_exemplars"
+    opts = ["MODEL.WEIGHTS", str(output_dir / "model_final.pth"), "OUTPUT_DIR", str(eval_dir),
+            "MODEL.GRIDCLIP.TEST_EXEMPLARS", str(exemplars)]
+    log = run_train_net(workdir, "--eval-only", opts=opts)
+    assert f"Test classes queried by image exemplars ({exemplars}): {entry['name']}" in log
+    assert len(copypaste_metrics(log)) == 9
+    per_category = json.loads((eval_dir / "inference" / "world_v1_val" / "per_category_ap.json").read_text())
+    assert sorted(c["id"] for c in per_category) == sorted(names)
+
+    exemplars.write_text(json.dumps([dict(entry, name="no such category")]))
+    env = dict(os.environ, DETECTRON2_DATASETS=str(workdir / "datasets"), GRIDCLIP_CACHE=str(workdir / "cache"),
+               HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, TRAIN_NET, "--config-file", BASE_CONFIG, "--eval-only", *TINY_OPTS,
+                           *opts[:2], "OUTPUT_DIR", str(workdir / "eval_bad"), *opts[4:]],
+                          env=env, capture_output=True, text=True, timeout=600, cwd=str(workdir))
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.splitlines() if "'no such category' are not classes" in line]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]

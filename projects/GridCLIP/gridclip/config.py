@@ -191,6 +191,10 @@ def add_gridclip_config(cfg):
     # where this config builds another space (e.g. a random text tower instead of the pretrained file) is
     # an error naming both (gridclip/checkpoint.py). True = load it anyway, with a warning. Default False.
     _C.MODEL.GRIDCLIP.ALLOW_TEXT_SPACE_MISMATCH = False
+    # Image exemplars for evaluation (train_net.py --eval-only): a JSON list of {"name", "image", "box"}
+    # (gridclip/exemplars.py); each name is a class of the test vocabulary, queried by the mean grid
+    # embedding of its exemplars instead of its text embedding. Default "" (text only).
+    _C.MODEL.GRIDCLIP.TEST_EXEMPLARS = ""
 
     # ---------------------------------------------------------------- inference speed-ups (exact)
     # (gridclip/modeling/bn_folding.py, decoding.py, meta_arch.py; same detections as without them)

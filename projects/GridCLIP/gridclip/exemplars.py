@@ -17,6 +17,7 @@ text names and exemplars mix freely in one vocabulary, each name once.
 This is OWL-ViT's image-conditioned detection (the query embedding is the detector's own embedding of
 the box that best matches the query box), without a second model.
 """
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -39,7 +40,10 @@ __all__ = [
     "split_vocabulary",
     "exemplar_grid_embedding",
     "vocabulary_embeddings",
+    "set_test_exemplars",
 ]
+
+logger = logging.getLogger(__name__)
 
 ImageInput = Union[str, os.PathLike, np.ndarray]
 
@@ -244,3 +248,59 @@ def vocabulary_embeddings(predictor, vocabulary, text_embeddings=None) -> Tuple[
             stacked = torch.stack([exemplar_grid_embedding(predictor, e) for e in value])
             rows.append(F.normalize(stacked.mean(dim=0), dim=0))
     return names, torch.stack(rows)
+
+
+class _LoadedModelView:
+    """
+    What exemplar embedding reads of a predictor (the model, image reading, the config's test-time
+    resize), for a model built and loaded elsewhere, e.g. by ``train_net.py --eval-only``.
+    """
+
+    def __init__(self, model, cfg):
+        from detectron2.data import transforms as T
+
+        from .predictor import GridCLIPPredictor
+
+        self.model = model
+        self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
+        self.input_format = cfg.INPUT.FORMAT
+        self.embed_dim = model.classifier.embed_dim
+        for method in ("read_image", "_resize_transform", "_model_input"):
+            setattr(self, method, getattr(GridCLIPPredictor, method).__get__(self))
+
+
+def set_test_exemplars(model, cfg) -> List[str]:
+    """
+    Apply ``MODEL.GRIDCLIP.TEST_EXEMPLARS`` (an exemplars JSON, see :func:`read_exemplars_file`) to a
+    model whose weights are loaded: every exemplar names a class of the model's test vocabulary, and
+    those classes are queried by the mean grid embedding of their exemplars instead of their text
+    embedding; the other classes keep their text embeddings and every class keeps its index, so the
+    evaluators' category mapping is unchanged. Returns the classes now queried by exemplars ([] when
+    the key is empty).
+    """
+    path = cfg.MODEL.GRIDCLIP.TEST_EXEMPLARS
+    if not path:
+        return []
+    if getattr(model, "classifier", None) is None:
+        raise ValueError("MODEL.GRIDCLIP.TEST_EXEMPLARS needs a model with grid-level alignment (MODEL.GRIDCLIP.GRID_ALIGN True).")
+    exemplars = read_exemplars_file(path)
+    names = list(model.test_class_names)
+    unknown = sorted({e.name for e in exemplars if e.name not in names}, key=str)
+    if unknown:
+        raise ValueError(
+            f"MODEL.GRIDCLIP.TEST_EXEMPLARS {path}: exemplar name(s) {', '.join(map(repr, unknown[:5]))} are not "
+            f"classes of the test vocabulary ({len(names)} classes, e.g. {names[0]!r}); name each exemplar after "
+            "the category it shows."
+        )
+    queried = sorted({e.name for e in exemplars}, key=names.index)
+    vocabulary = [n for n in names if n not in queried] + list(exemplars)
+    was_training = model.training
+    model.eval()
+    try:
+        built_names, embeddings = vocabulary_embeddings(_LoadedModelView(model, cfg), vocabulary)
+    finally:
+        model.train(was_training)
+    row = {name: i for i, name in enumerate(built_names)}
+    model.set_vocabulary(names, text_embeddings=embeddings[[row[n] for n in names]])
+    logger.info("Test classes queried by image exemplars (%s): %s", path, ", ".join(queried))
+    return queried

@@ -23,6 +23,7 @@ from ..tool_errors import ToolError, check_writable_dir
 from ..config import get_gridclip_cfg
 from ..config_checks import ConfigValueError, check_config
 from ..data.datasets import register_config_datasets
+from ..exemplars import set_test_exemplars
 from .launch import launch
 from .trainer import GridCLIPTrainer, lock_output_dir, register_generated_datasets
 
@@ -157,6 +158,7 @@ def train_or_evaluate(args):
                 model, save_dir=cfg.OUTPUT_DIR, allow_partial=allow_partial, require_complete=True,
                 allow_text_space_mismatch=cfg.MODEL.GRIDCLIP.ALLOW_TEXT_SPACE_MISMATCH,
             ).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+            set_test_exemplars(model, cfg)  # MODEL.GRIDCLIP.TEST_EXEMPLARS: classes queried by image exemplars
             return GridCLIPTrainer.test(cfg, model)
         finally:
             lock.release()
