@@ -1,6 +1,6 @@
 """
 Shared test set-up: no network, deterministic CPU, gridclip imported (compat applied), and the
-session fixture ``synthetic_lvis``: a SMALL generated LVIS-format dataset registered once per session
+session fixture ``world_dataset``: a SMALL generated LVIS-format dataset registered once per session
 under a unique prefix.
 """
 import dataclasses
@@ -48,13 +48,13 @@ def embeddings_cache(tmp_path, monkeypatch):
 from gridclip.world import generate_world_dataset, register_world_datasets  # noqa: E402
 
 #: small enough to generate in about a second, large enough for all three LVIS frequency groups
-SMALL_SYNTHETIC_LVIS_KWARGS = dict(
+SMALL_WORLD_KWARGS = dict(
     num_train_images=120, num_val_images=16, image_size=(96, 96), num_categories=8, seed=0
 )
 
 
 @dataclasses.dataclass
-class SyntheticLVIS:
+class WorldDataset:
     root: str
     train: str  # dataset name, all classes
     train_base: str  # dataset name, rare annotations removed, base classes only
@@ -66,12 +66,12 @@ class SyntheticLVIS:
     paths: dict  # generate_world_dataset's return value (train_json, val_json, image_root, ...)
 
 
-def make_synthetic_lvis(root, prefix=None, **kwargs):
-    """Generate the small dataset under ``root`` and register it; returns a :class:`SyntheticLVIS`."""
-    prefix = prefix or f"pytest_{uuid.uuid4().hex[:8]}_synthetic_lvis"
-    paths = generate_world_dataset(os.fspath(root), **dict(SMALL_SYNTHETIC_LVIS_KWARGS, **kwargs))
+def make_world_dataset(root, prefix=None, **kwargs):
+    """Generate the small dataset under ``root`` and register it; returns a :class:`WorldDataset`."""
+    prefix = prefix or f"pytest_{uuid.uuid4().hex[:8]}_world"
+    paths = generate_world_dataset(os.fspath(root), **dict(SMALL_WORLD_KWARGS, **kwargs))
     names = register_world_datasets(paths["root"], prefix=prefix)
-    return SyntheticLVIS(
+    return WorldDataset(
         root=paths["root"],
         train=names["train"],
         train_base=names["train_base"],
@@ -85,5 +85,5 @@ def make_synthetic_lvis(root, prefix=None, **kwargs):
 
 
 @pytest.fixture(scope="session")
-def synthetic_lvis(tmp_path_factory):
-    return make_synthetic_lvis(tmp_path_factory.mktemp("synthetic_lvis"))
+def world_dataset(tmp_path_factory):
+    return make_world_dataset(tmp_path_factory.mktemp("world_dataset"))

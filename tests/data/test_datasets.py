@@ -13,24 +13,24 @@ from lvis import LVIS
 from gridclip.data.datasets import register_custom_coco_dataset, register_lvis_ov_datasets
 
 
-def test_base_train_split_has_no_rare_annotation_and_only_base_classes(synthetic_lvis):
-    meta = MetadataCatalog.get(synthetic_lvis.train_base)
-    base_names = [n for n, f in zip(synthetic_lvis.class_names, synthetic_lvis.frequencies) if f != "r"]
+def test_base_train_split_has_no_rare_annotation_and_only_base_classes(world_dataset):
+    meta = MetadataCatalog.get(world_dataset.train_base)
+    base_names = [n for n, f in zip(world_dataset.class_names, world_dataset.frequencies) if f != "r"]
     assert meta.thing_classes == base_names
-    assert meta.class_frequencies == [f for f in synthetic_lvis.frequencies if f != "r"]
-    assert "r" not in meta.class_frequencies and len(base_names) == synthetic_lvis.num_base_categories
+    assert meta.class_frequencies == [f for f in world_dataset.frequencies if f != "r"]
+    assert "r" not in meta.class_frequencies and len(base_names) == world_dataset.num_base_categories
 
-    full = DatasetCatalog.get(synthetic_lvis.train)
-    base = DatasetCatalog.get(synthetic_lvis.train_base)
+    full = DatasetCatalog.get(world_dataset.train)
+    base = DatasetCatalog.get(world_dataset.train_base)
     assert [r["image_id"] for r in full] == [r["image_id"] for r in base]
-    full_names = MetadataCatalog.get(synthetic_lvis.train).thing_classes
+    full_names = MetadataCatalog.get(world_dataset.train).thing_classes
     for full_record, base_record in zip(full, base):
         expected = [full_names[a["category_id"]] for a in full_record["annotations"]
-                    if synthetic_lvis.frequencies[a["category_id"]] != "r"]
+                    if world_dataset.frequencies[a["category_id"]] != "r"]
         got = [base_names[a["category_id"]] for a in base_record["annotations"]]
         assert got == expected
         assert all(0 <= a["category_id"] < len(base_names) for a in base_record["annotations"])
-    num_rare = sum(synthetic_lvis.frequencies[a["category_id"]] == "r" for r in full for a in r["annotations"])
+    num_rare = sum(world_dataset.frequencies[a["category_id"]] == "r" for r in full for a in r["annotations"])
     assert num_rare > 0
     assert sum(len(r["annotations"]) for r in base) == sum(len(r["annotations"]) for r in full) - num_rare
     # metadata keeps the full -> base map
@@ -38,29 +38,29 @@ def test_base_train_split_has_no_rare_annotation_and_only_base_classes(synthetic
         assert full_names[full_index] == base_names[base_index]
 
 
-def test_full_val_has_all_classes_and_metadata(synthetic_lvis):
-    meta = MetadataCatalog.get(synthetic_lvis.val)
-    assert meta.thing_classes == synthetic_lvis.class_names
+def test_full_val_has_all_classes_and_metadata(world_dataset):
+    meta = MetadataCatalog.get(world_dataset.val)
+    assert meta.thing_classes == world_dataset.class_names
     assert meta.evaluator_type == "lvis"
-    assert meta.class_frequencies == synthetic_lvis.frequencies
-    assert meta.class_image_counts == synthetic_lvis.paths["train_image_counts"]
+    assert meta.class_frequencies == world_dataset.frequencies
+    assert meta.class_image_counts == world_dataset.paths["train_image_counts"]
     assert os.path.isfile(meta.json_file) and meta.image_root.endswith(os.sep)
-    dicts = DatasetCatalog.get(synthetic_lvis.val)
-    assert {a["category_id"] for r in dicts for a in r["annotations"]} == set(range(synthetic_lvis.num_categories))
+    dicts = DatasetCatalog.get(world_dataset.val)
+    assert {a["category_id"] for r in dicts for a in r["annotations"]} == set(range(world_dataset.num_categories))
     for r in dicts:
         assert os.path.isfile(r["file_name"])
         assert r["neg_category_ids"] and r["not_exhaustive_category_ids"] == []
         assert all(a["bbox_mode"] == BoxMode.XYWH_ABS for a in r["annotations"])
 
 
-def test_lvis_api_and_lvis_evaluator_accept_the_generated_json(synthetic_lvis):
-    lvis = LVIS(synthetic_lvis.paths["val_json"])
-    assert len(lvis.get_cat_ids()) == synthetic_lvis.num_categories
+def test_lvis_api_and_lvis_evaluator_accept_the_generated_json(world_dataset):
+    lvis = LVIS(world_dataset.paths["val_json"])
+    assert len(lvis.get_cat_ids()) == world_dataset.num_categories
 
     # Detectron2's LVISEvaluator scores ground truth given as predictions perfectly, for r, c and f.
-    evaluator = LVISEvaluator(synthetic_lvis.val, tasks=("bbox",), distributed=False)
+    evaluator = LVISEvaluator(world_dataset.val, tasks=("bbox",), distributed=False)
     evaluator.reset()
-    for record in DatasetCatalog.get(synthetic_lvis.val):
+    for record in DatasetCatalog.get(world_dataset.val):
         h, w = record["height"], record["width"]
         boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in record["annotations"]]
         instances = Instances((h, w))

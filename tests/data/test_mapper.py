@@ -1,4 +1,4 @@
-"""GridCLIPDatasetMapper and loaders (issue 4 item 3, issue 7 item 1): augmentation, bad data, samplers."""
+"""GridCLIPDatasetMapper and loaders: augmentation, bad data, samplers."""
 import copy
 import logging
 
@@ -29,15 +29,15 @@ from gridclip.data.mapper import (
     reset_corrupt_image_count,
 )
 
-from .conftest import SMALL_SYNTHETIC_LVIS_KWARGS
+from .conftest import SMALL_WORLD_KWARGS
 
 
 @pytest.fixture
-def cfg(synthetic_lvis):
+def cfg(world_dataset):
     cfg = get_cfg()
     gridclip.add_gridclip_config(cfg)
-    cfg.DATASETS.TRAIN = (synthetic_lvis.train_base,)
-    cfg.DATASETS.TEST = (synthetic_lvis.val,)
+    cfg.DATASETS.TRAIN = (world_dataset.train_base,)
+    cfg.DATASETS.TEST = (world_dataset.val,)
     cfg.INPUT.MIN_SIZE_TRAIN = (80, 96, 112)
     cfg.INPUT.MAX_SIZE_TRAIN = 160
     cfg.INPUT.MIN_SIZE_TEST = 64
@@ -47,17 +47,17 @@ def cfg(synthetic_lvis):
     return cfg
 
 
-def _record(synthetic_lvis, index=0, dataset=None):
-    return copy.deepcopy(DatasetCatalog.get(dataset or synthetic_lvis.train_base)[index])
+def _record(world_dataset, index=0, dataset=None):
+    return copy.deepcopy(DatasetCatalog.get(dataset or world_dataset.train_base)[index])
 
 
 def _xyxy(annotations):
     return np.array([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in annotations], np.float32)
 
 
-def test_training_output_is_rgb_uint8_chw_with_boxes_and_flip_flag(cfg, synthetic_lvis):
+def test_training_output_is_rgb_uint8_chw_with_boxes_and_flip_flag(cfg, world_dataset):
     mapper = GridCLIPDatasetMapper(cfg, is_train=True)
-    record = _record(synthetic_lvis)
+    record = _record(world_dataset)
     np.random.seed(0)  # Detectron2's augmentations draw from numpy's global generator
     seen_flips = set()
     for _ in range(12):
@@ -85,8 +85,8 @@ def test_training_output_is_rgb_uint8_chw_with_boxes_and_flip_flag(cfg, syntheti
     assert np.array_equal(plain["image"].permute(1, 2, 0).numpy(), rgb) and plain["flipped"] is False
 
 
-def test_flip_mirrors_image_and_boxes(cfg, synthetic_lvis):
-    record = _record(synthetic_lvis, index=1)
+def test_flip_mirrors_image_and_boxes(cfg, world_dataset):
+    record = _record(world_dataset, index=1)
     plain = GridCLIPDatasetMapper(True, augmentations=[])(record)
     flipped = GridCLIPDatasetMapper(True, augmentations=[T.RandomFlip(prob=1.0)])(record)
     assert flipped["flipped"] is True
@@ -97,8 +97,8 @@ def test_flip_mirrors_image_and_boxes(cfg, synthetic_lvis):
     assert torch.allclose(flipped["instances"].gt_boxes.tensor, mirrored)
 
 
-def test_crop_clips_boxes_and_drops_the_ones_outside(synthetic_lvis):
-    record = _record(synthetic_lvis, index=2)
+def test_crop_clips_boxes_and_drops_the_ones_outside(world_dataset):
+    record = _record(world_dataset, index=2)
     x0, y0, w, h = 20, 10, 48, 40
     out = GridCLIPDatasetMapper(True, augmentations=[T.CropTransform(x0, y0, w, h)])(record)
     assert tuple(out["image"].shape) == (3, h, w)
@@ -111,21 +111,21 @@ def test_crop_clips_boxes_and_drops_the_ones_outside(synthetic_lvis):
     assert out["instances"].gt_classes.tolist() == labels.tolist()
 
 
-def test_random_crop_from_config_keeps_only_valid_boxes(cfg, synthetic_lvis):
+def test_random_crop_from_config_keeps_only_valid_boxes(cfg, world_dataset):
     cfg.INPUT.CROP.ENABLED = True
     cfg.INPUT.CROP.TYPE = "absolute"
     cfg.INPUT.CROP.SIZE = [56, 56]
     mapper = GridCLIPDatasetMapper(cfg, is_train=True)
     for index in range(8):
-        out = mapper(_record(synthetic_lvis, index=index))
+        out = mapper(_record(world_dataset, index=index))
         assert tuple(out["image"].shape[1:]) == (56, 56)
         boxes = out["instances"].gt_boxes.tensor
         assert ((boxes >= 0) & (boxes <= 56)).all()
         assert ((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).all()
 
 
-def test_degenerate_negative_and_out_of_image_boxes_are_dropped(synthetic_lvis):
-    record = _record(synthetic_lvis)
+def test_degenerate_negative_and_out_of_image_boxes_are_dropped(world_dataset):
+    record = _record(world_dataset)
     xywh = BoxMode.XYWH_ABS
     record["annotations"] = [
         {"bbox": [10, 10, 20, 20], "bbox_mode": xywh, "category_id": 0},          # valid
@@ -143,36 +143,36 @@ def test_degenerate_negative_and_out_of_image_boxes_are_dropped(synthetic_lvis):
     assert out["instances"].gt_classes.tolist() == [0, 1]
 
 
-def test_category_id_outside_the_vocabulary_is_a_clear_error(synthetic_lvis):
-    record = _record(synthetic_lvis)
+def test_category_id_outside_the_vocabulary_is_a_clear_error(world_dataset):
+    record = _record(world_dataset)
     record["annotations"][0]["category_id"] = 99
     with pytest.raises(ValueError, match="category_id 99.*3 classes"):
         GridCLIPDatasetMapper(True, augmentations=[], num_classes=3)(record)
 
 
-def test_loader_rejects_categories_absent_from_the_training_vocabulary(synthetic_lvis):
-    full = DatasetCatalog.get(synthetic_lvis.train)
-    base_vocabulary = MetadataCatalog.get(synthetic_lvis.train_base).thing_classes
-    rare = [i for i, f in enumerate(synthetic_lvis.frequencies) if f == "r"]
+def test_loader_rejects_categories_absent_from_the_training_vocabulary(world_dataset):
+    full = DatasetCatalog.get(world_dataset.train)
+    base_vocabulary = MetadataCatalog.get(world_dataset.train_base).thing_classes
+    rare = [i for i, f in enumerate(world_dataset.frequencies) if f == "r"]
     with pytest.raises(ValueError) as error:
-        remap_to_vocabulary(full, synthetic_lvis.train, base_vocabulary)
+        remap_to_vocabulary(full, world_dataset.train, base_vocabulary)
     message = str(error.value)
-    assert synthetic_lvis.train in message
+    assert world_dataset.train in message
     for i in rare:
-        assert f"{i} ({synthetic_lvis.class_names[i]!r})" in message
+        assert f"{i} ({world_dataset.class_names[i]!r})" in message
 
     # names match regardless of order, case and underscores
-    vocabulary = [n.upper().replace(" ", "_") for n in reversed(synthetic_lvis.class_names)]
-    remapped = remap_to_vocabulary(DatasetCatalog.get(synthetic_lvis.train), synthetic_lvis.train, vocabulary)
-    k = synthetic_lvis.num_categories
+    vocabulary = [n.upper().replace(" ", "_") for n in reversed(world_dataset.class_names)]
+    remapped = remap_to_vocabulary(DatasetCatalog.get(world_dataset.train), world_dataset.train, vocabulary)
+    k = world_dataset.num_categories
     for before, after in zip(full, remapped):
         assert [k - 1 - a["category_id"] for a in before["annotations"]] == [a["category_id"] for a in after["annotations"]]
 
 
 @pytest.fixture
-def corrupt_dataset(synthetic_lvis, tmp_path):
+def corrupt_dataset(world_dataset, tmp_path):
     """A registered 3-image dataset whose second image is not an image."""
-    records = [_record(synthetic_lvis, index=i) for i in range(3)]
+    records = [_record(world_dataset, index=i) for i in range(3)]
     bad = tmp_path / "corrupt.jpg"
     bad.write_bytes(b"this is not a jpeg")
     records[1]["file_name"] = str(bad)
@@ -181,7 +181,7 @@ def corrupt_dataset(synthetic_lvis, tmp_path):
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
     DatasetCatalog.register(name, lambda: copy.deepcopy(records))
-    MetadataCatalog.get(name).set(thing_classes=MetadataCatalog.get(synthetic_lvis.train_base).thing_classes)
+    MetadataCatalog.get(name).set(thing_classes=MetadataCatalog.get(world_dataset.train_base).thing_classes)
     reset_corrupt_image_count()
     yield name, records, str(bad)
     reset_corrupt_image_count()
@@ -227,25 +227,25 @@ def test_corrupt_image_fails_with_the_file_name_when_not_skipping(corrupt_datase
     assert corrupt_image_count() == 0
 
 
-def test_size_mismatch_between_image_and_annotation_names_the_file(synthetic_lvis):
-    record = dict(_record(synthetic_lvis), height=999)
+def test_size_mismatch_between_image_and_annotation_names_the_file(world_dataset):
+    record = dict(_record(world_dataset), height=999)
     with pytest.raises(CorruptImageError, match=r"000000000001\.jpg.*Mismatched image shape"):
         GridCLIPDatasetMapper(True, augmentations=[], skip_corrupt_images=False)(record)
 
 
-def test_empty_images_kept_only_when_filter_empty_annotations_is_off(cfg, synthetic_lvis):
-    records = [_record(synthetic_lvis, index=i) for i in range(4)]
+def test_empty_images_kept_only_when_filter_empty_annotations_is_off(cfg, world_dataset):
+    records = [_record(world_dataset, index=i) for i in range(4)]
     records[1]["annotations"] = []  # a negative image
     records[2]["annotations"] = [{"bbox": [3, 3, 0, 0], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0}]
     name = "pytest_with_empty_images"
     if name not in DatasetCatalog.list():
         DatasetCatalog.register(name, lambda: copy.deepcopy(records))
-        MetadataCatalog.get(name).set(thing_classes=MetadataCatalog.get(synthetic_lvis.train_base).thing_classes)
+        MetadataCatalog.get(name).set(thing_classes=MetadataCatalog.get(world_dataset.train_base).thing_classes)
     cfg.DATASETS.TRAIN = (name,)
     cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS = True
     kept, vocabulary = get_gridclip_train_dataset_dicts(cfg)
     assert [r["image_id"] for r in kept] == [records[0]["image_id"], records[3]["image_id"]]
-    assert vocabulary == MetadataCatalog.get(synthetic_lvis.train_base).thing_classes
+    assert vocabulary == MetadataCatalog.get(world_dataset.train_base).thing_classes
     cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
     kept, _ = get_gridclip_train_dataset_dicts(cfg)
     assert len(kept) == 4 and kept[2]["annotations"] == []  # the degenerate box is gone, the image stays
@@ -253,25 +253,25 @@ def test_empty_images_kept_only_when_filter_empty_annotations_is_off(cfg, synthe
     assert len(out["instances"]) == 0 and out["image"].dtype == torch.uint8
 
 
-def test_train_loader_batches_in_vocabulary_space(cfg, synthetic_lvis):
+def test_train_loader_batches_in_vocabulary_space(cfg, world_dataset):
     loader = build_gridclip_train_loader(cfg)
     batch = next(iter(loader))
     assert len(batch) == 2
     for item in batch:
         assert item["image"].dtype == torch.uint8 and isinstance(item["flipped"], bool)
         classes = item["instances"].gt_classes
-        assert classes.dtype == torch.int64 and ((classes >= 0) & (classes < synthetic_lvis.num_base_categories)).all()
+        assert classes.dtype == torch.int64 and ((classes >= 0) & (classes < world_dataset.num_base_categories)).all()
 
 
-def test_repeat_factor_sampler_builds_and_oversamples_rare_images(cfg, synthetic_lvis):
-    cfg.DATASETS.TRAIN = (synthetic_lvis.train,)
+def test_repeat_factor_sampler_builds_and_oversamples_rare_images(cfg, world_dataset):
+    cfg.DATASETS.TRAIN = (world_dataset.train,)
     cfg.DATALOADER.SAMPLER_TRAIN = "RepeatFactorTrainingSampler"
     cfg.DATALOADER.REPEAT_THRESHOLD = 0.3
     dicts, _ = get_gridclip_train_dataset_dicts(cfg)
     sampler = build_train_sampler(cfg, dicts)
     assert isinstance(sampler, RepeatFactorTrainingSampler)
     factors = (sampler._int_part + sampler._frac_part).tolist()
-    rare = {i for i, f in enumerate(synthetic_lvis.frequencies) if f == "r"}
+    rare = {i for i, f in enumerate(world_dataset.frequencies) if f == "r"}
     with_rare = [f for f, r in zip(factors, dicts) if any(a["category_id"] in rare for a in r["annotations"])]
     others = [f for f, r in zip(factors, dicts) if not any(a["category_id"] in rare for a in r["annotations"])]
     assert with_rare and min(with_rare) > 1.0 and np.mean(with_rare) > np.mean(others)
@@ -283,10 +283,10 @@ def test_repeat_factor_sampler_builds_and_oversamples_rare_images(cfg, synthetic
         build_train_sampler(cfg, dicts)
 
 
-def test_test_loader_resizes_and_keeps_original_size(cfg, synthetic_lvis):
-    loader = build_gridclip_test_loader(cfg, synthetic_lvis.val)
+def test_test_loader_resizes_and_keeps_original_size(cfg, world_dataset):
+    loader = build_gridclip_test_loader(cfg, world_dataset.val)
     items = [batch[0] for _, batch in zip(range(3), loader)]
     for item in items:
         assert "instances" not in item and "annotations" not in item and "flipped" not in item
         assert min(item["image"].shape[1:]) == 64
-        assert [item["height"], item["width"]] == list(SMALL_SYNTHETIC_LVIS_KWARGS["image_size"])
+        assert [item["height"], item["width"]] == list(SMALL_WORLD_KWARGS["image_size"])

@@ -104,14 +104,14 @@ def one_torch_thread():
     torch.set_num_threads(previous)
 
 
-def test_gridclip_trainer_logs_the_ratio_when_the_config_key_is_set(tmp_path, synthetic_lvis, embeddings_cache,
+def test_gridclip_trainer_logs_the_ratio_when_the_config_key_is_set(tmp_path, world_dataset, embeddings_cache,
                                                                     one_torch_thread):
     import gridclip
     from gridclip.engine.trainer import GridCLIPTrainer
 
     from ..robustness.conftest import write_tiny_config
 
-    path = write_tiny_config(tmp_path / "tiny.yaml", synthetic_lvis.train_base, synthetic_lvis.val, tmp_path / "run")
+    path = write_tiny_config(tmp_path / "tiny.yaml", world_dataset.train_base, world_dataset.val, tmp_path / "run")
     cfg = gridclip.get_gridclip_cfg(path, ["MODEL.GRIDCLIP.GRADIENT_RATIO_PERIOD", 2, "SOLVER.MAX_ITER", 2,
                                            "SOLVER.CHECKPOINT_PERIOD", 100, "DATASETS.TEST", "()"])
     trainer = GridCLIPTrainer(cfg)

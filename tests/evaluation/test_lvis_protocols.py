@@ -1,5 +1,5 @@
 """
-The two closed-set LVIS protocols on generated data (tests/conftest.py's ``synthetic_lvis``):
+The two closed-set LVIS protocols on generated data (tests/conftest.py's ``world_dataset``):
 
 - the paper's ("all-categories"): the c+f model evaluated on the full val set, rare categories scored 0;
 - "restricted": the same detections evaluated on a c+f-only val dataset (like ``lvis_v1_val_cf``).
@@ -19,15 +19,15 @@ from gridclip.evaluation.lvis_evaluation import PROTOCOL_ALL_CATEGORIES, PROTOCO
 
 
 @pytest.fixture(scope="module")
-def closed_set(synthetic_lvis):
+def closed_set(world_dataset):
     """(val json dict, base category ids, a registered c+f-only val dataset name)."""
-    with open(synthetic_lvis.paths["val_json"]) as f:
+    with open(world_dataset.paths["val_json"]) as f:
         val = json.load(f)
     categories = sorted(val["categories"], key=lambda c: c["id"])
     base = [c for c in categories if c["frequency"] != "r"]
-    name = synthetic_lvis.val + "_cf_protocol_test"
+    name = world_dataset.val + "_cf_protocol_test"
     MetadataCatalog.get(name).set(
-        json_file=synthetic_lvis.paths["val_json"], evaluator_type="lvis",
+        json_file=world_dataset.paths["val_json"], evaluator_type="lvis",
         thing_classes=[c["name"] for c in base],
         thing_dataset_id_to_contiguous_id={c["id"]: i for i, c in enumerate(base)},
     )
@@ -73,11 +73,11 @@ def _evaluate(evaluator, inputs, outputs):
     return evaluator.evaluate()["bbox"]
 
 
-def test_paper_protocol_scores_rare_as_zero_and_relates_to_restricted(synthetic_lvis, closed_set, tmp_path):
+def test_paper_protocol_scores_rare_as_zero_and_relates_to_restricted(world_dataset, closed_set, tmp_path):
     val, base_ids, restricted_name = closed_set
     vocabulary = MetadataCatalog.get(restricted_name).thing_classes
     paper = GridCLIPLVISEvaluator(
-        synthetic_lvis.val, distributed=False, output_dir=str(tmp_path / "paper"), vocabulary=vocabulary
+        world_dataset.val, distributed=False, output_dir=str(tmp_path / "paper"), vocabulary=vocabulary
     )
     restricted = GridCLIPLVISEvaluator(restricted_name, distributed=False, output_dir=str(tmp_path / "restricted"))
     assert paper.protocol["name"] == PROTOCOL_ALL_CATEGORIES and paper.protocol["unpredictable"] > 0
@@ -107,17 +107,17 @@ def test_paper_protocol_scores_rare_as_zero_and_relates_to_restricted(synthetic_
     assert "restricted" in (tmp_path / "restricted" / "paper_table.md").read_text()
 
 
-def test_vocabulary_mapping_equals_detections_in_dataset_index(synthetic_lvis, closed_set):
+def test_vocabulary_mapping_equals_detections_in_dataset_index(world_dataset, closed_set):
     """Mapping the c+f vocabulary's classes by name == giving the dataset's own class indices."""
     val, base_ids, restricted_name = closed_set
     vocabulary = MetadataCatalog.get(restricted_name).thing_classes
-    mapped = GridCLIPLVISEvaluator(synthetic_lvis.val, distributed=False, vocabulary=vocabulary)
+    mapped = GridCLIPLVISEvaluator(world_dataset.val, distributed=False, vocabulary=vocabulary)
     ap_mapped = _evaluate(mapped, *_closed_set_detections(val, base_ids, seed=1))
     inputs, outputs = _closed_set_detections(val, base_ids, seed=1)
     to_full = torch.tensor([cid - 1 for cid in base_ids])  # the generated ids are 1..K: index = id - 1
     for out in outputs:
         out["instances"].pred_classes = to_full[out["instances"].pred_classes]
-    direct = GridCLIPLVISEvaluator(synthetic_lvis.val, distributed=False)
+    direct = GridCLIPLVISEvaluator(world_dataset.val, distributed=False)
     assert direct.protocol["unpredictable"] == 0
     assert _evaluate(direct, inputs, outputs) == ap_mapped
 
@@ -129,19 +129,19 @@ def test_vocabulary_outside_the_dataset_is_a_clear_error():
     assert vocabulary_to_dataset_index(["Dog", "cat"], ["cat", "dog"]).tolist() == [1, 0]
 
 
-def test_trainer_builds_the_paper_protocol_evaluator_from_the_config(synthetic_lvis, tmp_path):
+def test_trainer_builds_the_paper_protocol_evaluator_from_the_config(world_dataset, tmp_path):
     """Closed-set config on generated data: test on val with the base classes as the test vocabulary."""
     import gridclip
     from gridclip.engine.trainer import build_evaluator
 
     cfg = gridclip.get_gridclip_cfg(opts=[
-        "DATASETS.TRAIN", f"('{synthetic_lvis.train_base}',)", "DATASETS.TEST", f"('{synthetic_lvis.val}',)",
-        "MODEL.GRIDCLIP.TEST_VOCABULARY", synthetic_lvis.train_base, "OUTPUT_DIR", str(tmp_path),
+        "DATASETS.TRAIN", f"('{world_dataset.train_base}',)", "DATASETS.TEST", f"('{world_dataset.val}',)",
+        "MODEL.GRIDCLIP.TEST_VOCABULARY", world_dataset.train_base, "OUTPUT_DIR", str(tmp_path),
     ])
-    evaluator = build_evaluator(cfg, synthetic_lvis.val)
-    n_rare = synthetic_lvis.frequencies.count("r")
+    evaluator = build_evaluator(cfg, world_dataset.val)
+    n_rare = world_dataset.frequencies.count("r")
     assert evaluator.protocol["name"] == PROTOCOL_ALL_CATEGORIES
     assert evaluator.protocol["unpredictable"] == n_rare
     assert "the paper's closed-set protocol" in evaluator.paper_table_title
     cfg.MODEL.GRIDCLIP.TEST_VOCABULARY = ""
-    assert build_evaluator(cfg, synthetic_lvis.val).protocol["unpredictable"] == 0
+    assert build_evaluator(cfg, world_dataset.val).protocol["unpredictable"] == 0

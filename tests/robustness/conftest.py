@@ -64,12 +64,12 @@ def load_tiny_cfg(path, *opts):
 
 
 @pytest.fixture
-def tiny_cfg(tmp_path, synthetic_lvis, embeddings_cache):
+def tiny_cfg(tmp_path, world_dataset, embeddings_cache):
     """cfg factory: ``tiny_cfg(*opts)``; trains on the base split, tests on all classes."""
 
     def make(*opts):
         path = write_tiny_config(
-            tmp_path / "tiny.yaml", synthetic_lvis.train_base, synthetic_lvis.val, tmp_path / "output"
+            tmp_path / "tiny.yaml", world_dataset.train_base, world_dataset.val, tmp_path / "output"
         )
         return load_tiny_cfg(path, *opts)
 

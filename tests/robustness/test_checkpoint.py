@@ -232,10 +232,10 @@ def _closed_set_model(tiny_cfg, dataset):
 
 
 def test_checkpoint_of_another_vocabulary_size_loads_vocabulary_free_weights(
-        tiny_cfg, synthetic_lvis, tmp_path, records):
-    all_classes = _closed_set_model(tiny_cfg, synthetic_lvis.train)
-    base = _closed_set_model(tiny_cfg, synthetic_lvis.train_base)
-    num_all, num_base = synthetic_lvis.num_categories, synthetic_lvis.num_base_categories
+        tiny_cfg, world_dataset, tmp_path, records):
+    all_classes = _closed_set_model(tiny_cfg, world_dataset.train)
+    base = _closed_set_model(tiny_cfg, world_dataset.train_base)
+    num_all, num_base = world_dataset.num_categories, world_dataset.num_base_categories
     assert num_all != num_base
     with torch.no_grad():
         for p in all_classes.parameters():
@@ -258,8 +258,8 @@ def test_checkpoint_of_another_vocabulary_size_loads_vocabulary_free_weights(
 
 
 def test_grid_aligned_checkpoint_of_another_vocabulary_loads_every_weight(
-        tiny_cfg, synthetic_lvis, tmp_path, records):
-    cfg_all = tiny_cfg("DATASETS.TRAIN", (synthetic_lvis.train,))
+        tiny_cfg, world_dataset, tmp_path, records):
+    cfg_all = tiny_cfg("DATASETS.TRAIN", (world_dataset.train,))
     trained = GridCLIPTrainer.build_model(cfg_all)
     with torch.no_grad():
         for p in trained.parameters():
@@ -268,6 +268,6 @@ def test_grid_aligned_checkpoint_of_another_vocabulary_loads_every_weight(
     base = GridCLIPTrainer.build_model(tiny_cfg())
     GridCLIPCheckpointer(base, "").load(str(tmp_path / "model_final.pth"))
     assert _equal_state(base.state_dict(), trained.state_dict())
-    assert len(base.train_class_names) == synthetic_lvis.num_base_categories
-    assert any(f"vocabulary of {synthetic_lvis.num_categories} classes" in m and "every weight loaded" in m
+    assert len(base.train_class_names) == world_dataset.num_base_categories
+    assert any(f"vocabulary of {world_dataset.num_categories} classes" in m and "every weight loaded" in m
                for m in records), records

@@ -142,7 +142,7 @@ def test_open_clip_random_init_warning_only_without_a_weights_file(world, caplog
     assert not os.path.exists(os.path.join(world["tmp"], "out"))  # loading wrote nothing into OUTPUT_DIR
 
 
-def test_train_net_eval_only_is_one_line(world, synthetic_lvis, capsys, monkeypatch):
+def test_train_net_eval_only_is_one_line(world, world_dataset, capsys, monkeypatch):
     """The reported command: ``train_net.py --eval-only MODEL.WEIGHTS <weights>`` with the config that builds
     a random text tower ends with one line naming both spaces and exit status 1, not a wrong AP."""
     import importlib.util
@@ -156,9 +156,9 @@ def test_train_net_eval_only_is_one_line(world, synthetic_lvis, capsys, monkeypa
     train_net = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(train_net)
     monkeypatch.delenv("GRIDCLIP_DEBUG", raising=False)
-    config = write_tiny_config(world["tmp"] / "eval.yaml", synthetic_lvis.train_base, synthetic_lvis.val,
+    config = write_tiny_config(world["tmp"] / "eval.yaml", world_dataset.train_base, world_dataset.val,
                                world["tmp"] / "eval_out")
-    names = synthetic_lvis.class_names
+    names = world_dataset.class_names
     trained = world["model"](load_tiny_cfg(config, "MODEL.CLIP.PRETRAINED", world["weights"]), names)
     GridCLIPCheckpointer(trained, str(world["tmp"] / "synthetic")).save("model_final")
     getattr(d2_logger.setup_logger, "cache_clear", lambda: None)()  # fresh log handlers, as a new process has

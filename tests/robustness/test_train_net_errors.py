@@ -89,13 +89,13 @@ def test_bad_yaml_and_output_dir_under_a_file(capsys, config, tmp_path):
 
 
 def test_ctrl_c_names_the_last_checkpoint_and_other_config_weights_are_refused(
-    capsys, tmp_path, synthetic_lvis, embeddings_cache, monkeypatch
+    capsys, tmp_path, world_dataset, embeddings_cache, monkeypatch
 ):
     from gridclip.engine.trainer import GridCLIPTrainer
 
     monkeypatch.delenv("GRIDCLIP_DEBUG", raising=False)
     output_dir = tmp_path / "out"
-    config = write_tiny_config(tmp_path / "tiny.yaml", synthetic_lvis.train_base, synthetic_lvis.val, output_dir)
+    config = write_tiny_config(tmp_path / "tiny.yaml", world_dataset.train_base, world_dataset.val, output_dir)
     run_step = GridCLIPTrainer.run_step
 
     def interrupted_run_step(self):

@@ -13,7 +13,7 @@ from gridclip.engine.trainer import GridCLIPTrainer
 from gridclip.modeling.text.files import save_text_embeddings
 
 
-def test_train_on_base_classes_then_evaluate_on_all_classes(tiny_cfg, synthetic_lvis, tmp_path):
+def test_train_on_base_classes_then_evaluate_on_all_classes(tiny_cfg, world_dataset, tmp_path):
     cfg = tiny_cfg("SOLVER.MAX_ITER", 2, "MODEL.FCOS.SCORE_THRESH_TEST", 0.0)
     cfg.OUTPUT_DIR = str(tmp_path / "run")
     trainer = GridCLIPTrainer(cfg)
@@ -21,18 +21,18 @@ def test_train_on_base_classes_then_evaluate_on_all_classes(tiny_cfg, synthetic_
     trainer.train()  # ends with the evaluation on DATASETS.TEST (all classes)
     results = trainer._last_eval_results
     model = trainer.model
-    num_base, num_all = synthetic_lvis.num_base_categories, synthetic_lvis.num_categories
+    num_base, num_all = world_dataset.num_base_categories, world_dataset.num_categories
     assert len(model.train_class_names) == num_base < num_all
 
-    assert model.test_class_names == synthetic_lvis.class_names  # all classes, in category order
+    assert model.test_class_names == world_dataset.class_names  # all classes, in category order
     assert "AP" in results["bbox"] and "APr" in results["bbox"]
-    out_dir = os.path.join(cfg.OUTPUT_DIR, "inference", synthetic_lvis.val)
+    out_dir = os.path.join(cfg.OUTPUT_DIR, "inference", world_dataset.val)
     with open(os.path.join(out_dir, "per_category_ap.json")) as f:
         per_category = json.load(f)
     assert len(per_category) == num_all
     with open(os.path.join(out_dir, "lvis_instances_results.json")) as f:
         detections = json.load(f)
-    rare_ids = {i + 1 for i, freq in enumerate(synthetic_lvis.frequencies) if freq == "r"}
+    rare_ids = {i + 1 for i, freq in enumerate(world_dataset.frequencies) if freq == "r"}
     predicted_ids = {d["category_id"] for d in detections}
     assert predicted_ids <= set(range(1, num_all + 1))
     assert predicted_ids & rare_ids, "no detection of a class outside the training vocabulary"
@@ -50,8 +50,8 @@ def _detect(model, seed=0):
         return model([{"image": image}])[0]["instances"]
 
 
-def test_nan_text_embeddings_are_refused_and_the_vocabulary_is_kept(model, synthetic_lvis):
-    names = synthetic_lvis.class_names
+def test_nan_text_embeddings_are_refused_and_the_vocabulary_is_kept(model, world_dataset):
+    names = world_dataset.class_names
     before = list(model.test_class_names)
     scores_before = _detect(model).scores
     bad = torch.nn.functional.normalize(torch.randn(len(names), model.classifier.embed_dim), dim=-1)
@@ -62,8 +62,8 @@ def test_nan_text_embeddings_are_refused_and_the_vocabulary_is_kept(model, synth
     assert torch.equal(_detect(model).scores, scores_before)
 
 
-def test_embedding_file_of_another_clip_model_is_refused(model, synthetic_lvis, tmp_path):
-    names = synthetic_lvis.class_names
+def test_embedding_file_of_another_clip_model_is_refused(model, world_dataset, tmp_path):
+    names = world_dataset.class_names
     path = save_text_embeddings(
         str(tmp_path / "vit_b32_names.safetensors"),
         torch.nn.functional.normalize(torch.randn(len(names), model.classifier.embed_dim), dim=-1),

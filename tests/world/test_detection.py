@@ -15,7 +15,7 @@ from gridclip.world import (
     generate_world_dataset,
 )
 
-from ..conftest import SMALL_SYNTHETIC_LVIS_KWARGS
+from ..conftest import SMALL_WORLD_KWARGS
 
 
 def _read_bytes(path):
@@ -28,9 +28,9 @@ def _load(path):
         return json.load(f)
 
 
-def test_same_seed_gives_identical_files_and_other_seed_differs(tmp_path, synthetic_lvis):
-    again = generate_world_dataset(str(tmp_path / "again"), **SMALL_SYNTHETIC_LVIS_KWARGS)
-    first = synthetic_lvis.paths
+def test_same_seed_gives_identical_files_and_other_seed_differs(tmp_path, world_dataset):
+    again = generate_world_dataset(str(tmp_path / "again"), **SMALL_WORLD_KWARGS)
+    first = world_dataset.paths
     for key in ("train_json", "val_json"):
         assert _read_bytes(first[key]) == _read_bytes(again[key])
     for split in ("train_images", "val_images"):
@@ -39,7 +39,7 @@ def test_same_seed_gives_identical_files_and_other_seed_differs(tmp_path, synthe
         for name in names[:10]:
             assert _read_bytes(os.path.join(first[split], name)) == _read_bytes(os.path.join(again[split], name))
 
-    other = generate_world_dataset(str(tmp_path / "other"), **dict(SMALL_SYNTHETIC_LVIS_KWARGS, seed=1))
+    other = generate_world_dataset(str(tmp_path / "other"), **dict(SMALL_WORLD_KWARGS, seed=1))
     assert _read_bytes(first["train_json"]) != _read_bytes(other["train_json"])
     first_image = os.path.join(first["train_images"], sorted(os.listdir(first["train_images"]))[0])
     other_image = os.path.join(other["train_images"], sorted(os.listdir(other["train_images"]))[0])
@@ -51,8 +51,8 @@ def test_lvis_frequency_rule(count, expected):
     assert frequency_from_image_count(count) == expected
 
 
-def test_frequency_field_follows_lvis_rule_on_train_image_counts(synthetic_lvis):
-    train = _load(synthetic_lvis.paths["train_json"])
+def test_frequency_field_follows_lvis_rule_on_train_image_counts(world_dataset):
+    train = _load(world_dataset.paths["train_json"])
     images_per_category = {c["id"]: set() for c in train["categories"]}
     instances_per_category = {c["id"]: 0 for c in train["categories"]}
     for a in train["annotations"]:
@@ -66,7 +66,7 @@ def test_frequency_field_follows_lvis_rule_on_train_image_counts(synthetic_lvis)
         assert c["frequency"] == expected, (c["name"], n, c["frequency"])
     assert {c["frequency"] for c in train["categories"]} == {"r", "c", "f"}
     # the val json states the same (train-based) frequencies and its own counts
-    val = _load(synthetic_lvis.paths["val_json"])
+    val = _load(world_dataset.paths["val_json"])
     assert [c["frequency"] for c in val["categories"]] == [c["frequency"] for c in train["categories"]]
 
 
@@ -87,8 +87,8 @@ def test_default_world_split_has_12_rare_categories_made_of_base_attributes(tmp_
     assert paths["attribute_coverage"] is True
 
 
-def test_lvis_fields_and_category_names(synthetic_lvis):
-    train = _load(synthetic_lvis.paths["train_json"])
+def test_lvis_fields_and_category_names(world_dataset):
+    train = _load(world_dataset.paths["train_json"])
     for c in train["categories"]:
         assert set(c) >= {"id", "name", "synonyms", "frequency", "image_count", "instance_count", "def", "synset"}
         assert c["synonyms"][0] == c["name"]
@@ -111,17 +111,17 @@ def test_lvis_fields_and_category_names(synthetic_lvis):
         assert img["coco_url"].split("/")[-2:] == ["train", img["file_name"]]
 
 
-def test_every_category_has_val_instances(synthetic_lvis):
-    val = _load(synthetic_lvis.paths["val_json"])
+def test_every_category_has_val_instances(world_dataset):
+    val = _load(world_dataset.paths["val_json"])
     per_category = {c["id"]: 0 for c in val["categories"]}
     for a in val["annotations"]:
         per_category[a["category_id"]] += 1
     assert min(per_category.values()) >= 1, per_category
 
 
-def test_boxes_inside_images_and_tight_around_the_drawn_shape(synthetic_lvis):
+def test_boxes_inside_images_and_tight_around_the_drawn_shape(world_dataset):
     for split in ("train", "val"):
-        data = _load(synthetic_lvis.paths[f"{split}_json"])
+        data = _load(world_dataset.paths[f"{split}_json"])
         images = {img["id"]: img for img in data["images"]}
         colours = {c["id"]: np.array(COLOURS[c["name"].split()[0]], np.float32) for c in data["categories"]}
         for a in data["annotations"][:150]:
@@ -139,7 +139,7 @@ def test_boxes_inside_images_and_tight_around_the_drawn_shape(synthetic_lvis):
         for a in data["annotations"][:40]:
             img = images[a["image_id"]]
             pixels = np.asarray(
-                Image.open(os.path.join(synthetic_lvis.paths[f"{split}_images"], img["file_name"])), np.float32
+                Image.open(os.path.join(world_dataset.paths[f"{split}_images"], img["file_name"])), np.float32
             )
             x, y, w, h = (int(round(v)) for v in a["bbox"])
             edges = [pixels[y, x:x + w], pixels[y + h - 1, x:x + w], pixels[y:y + h, x], pixels[y:y + h, x + w - 1]]
@@ -158,7 +158,7 @@ def test_too_few_train_images_is_a_clear_error(tmp_path):
 
 def test_ensure_reuses_matching_data_and_regenerates_otherwise(tmp_path):
     root = str(tmp_path / "data")
-    kwargs = dict(SMALL_SYNTHETIC_LVIS_KWARGS, num_val_images=4)
+    kwargs = dict(SMALL_WORLD_KWARGS, num_val_images=4)
     first = ensure_world_dataset(root, **kwargs)
     mtime = os.path.getmtime(first["train_json"])
     again = ensure_world_dataset(root, **kwargs)
@@ -183,13 +183,13 @@ def test_cli_writes_the_dataset(tmp_path, repo_root):
     assert "rare" in result.stdout and str(root) in result.stdout
 
 
-def test_val_categories_carry_training_statistics(synthetic_lvis):
+def test_val_categories_carry_training_statistics(world_dataset):
     """As in LVIS v1: frequency, image_count and instance_count in the val json are the train split's."""
     import json
 
-    with open(synthetic_lvis.paths["train_json"]) as f:
+    with open(world_dataset.paths["train_json"]) as f:
         train = json.load(f)
-    with open(synthetic_lvis.paths["val_json"]) as f:
+    with open(world_dataset.paths["val_json"]) as f:
         val = json.load(f)
     assert val["categories"] == train["categories"]
     images_per_category = {}
