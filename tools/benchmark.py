@@ -1,21 +1,8 @@
 #!/usr/bin/env python
 """
-Speed, memory and size of GridCLIP side by side with Detectron2's own FCOS-R50 (the peer), measured in
-one run on the same inputs and the same machine (the measuring code is ``gridclip.analysis``).
-
-For each model and precision (fp32, AMP) it measures:
-- inference latency / FPS at batch 1 (end to end: preprocessing, backbone, head, decoding, NMS);
-- a training step (Detectron2's SimpleTrainer / AMPTrainer ``run_step``: forward, losses, backward,
-  optimizer step) on a training batch, as time and images/s; for GridCLIP the step includes the
-  ``TeacherEmbeddingHook`` (CLIP teacher on the same device), and its share of the step is reported;
-- peak memory of each phase (CUDA max allocated on a GPU, the process's RSS high-water mark on CPU);
-- the inference parameter count with a per-part breakdown (``gridclip.analysis.parameters``).
-
-Both models have random weights (no download): MODEL.CLIP.PRETRAINED and the teacher's PRETRAINED are
-forced to "". The text embeddings of GridCLIP's vocabularies are random unit vectors of the LVIS
-open-vocabulary sizes (866 training / 1203 test classes by default): they are data for the cosine
-classifier, their values do not change the cost. Random weights score every location near the prior,
-so decoding keeps the full top-k candidates per level (a worst case, for both models alike).
+Speed, memory, FLOPs and size of GridCLIP side by side with Detectron2's own FCOS-R50 (the peer), measured
+in one run on the same inputs and machine. What is measured, and why random weights suffice: the
+docstring of ``gridclip.analysis.benchmark``, which holds the measuring code.
 
     python tools/benchmark.py                                  # R50 configs, 800x1333, writes benchmarks/<machine>.{json,md}
     python tools/benchmark.py --size 512 672 --iters 5 --warmup 2 --train-batch 2
