@@ -19,7 +19,12 @@ setup(
         "open_clip_torch>=3.0",
         "lvis",
         "pycocotools",
+        "faster-coco-eval",
         "fvcore",
         "safetensors",
+        "huggingface_hub",
+        "ftfy",
     ],
+    # tools/web_demo.py (gridclip.web_demo) and tools/export_model.py's ONNX files
+    extras_require={"web": ["gradio", "gradio_client"], "export": ["onnx", "onnxruntime"]},
 )
