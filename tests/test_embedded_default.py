@@ -53,6 +53,24 @@ def test_embedded_default_pretrains_trains_both_evaluates_visualises_and_caches(
     assert all(0 < v <= 1 for v in summary["zero_shot_top1"].values()), summary["zero_shot_top1"]
     assert {"data", "pretrain_clip", "train_pretrained", "train_random_init", "visualise"} <= set(summary["timings_s"])
     assert (output_dir / "pretrained" / "inference" / "world_v1_val" / "paper_table.md").is_file()
+    # Naming accuracy beside AP: every val object counted once, named <= localised <= objects, per split.
+    naming = summary["naming_accuracy"]
+    val = json.loads((tmp_path / "datasets" / "world" / "annotations" / "lvis_v1_val.json").read_text())
+    counts = naming["pretrained_counts"]
+    assert counts["all"]["objects"] == sum(a["area"] > 0 for a in val["annotations"])
+    assert counts["base"]["objects"] + counts["novel"]["objects"] == counts["all"]["objects"] and counts["novel"]["objects"] > 0
+    for split in ("base", "novel", "all"):
+        c = counts[split]
+        assert 0 <= c["named"] <= c["localised"] <= c["objects"], c
+        assert naming["pretrained"][split] == pytest.approx(c["named"] / c["objects"])
+        assert 0 <= naming["random_init"][split] <= 1
+    # The self-describing weights folder: loads alone and names its classes.
+    from gridclip import GridCLIPPredictor
+
+    folder = summary["weights_folder"]
+    assert os.path.isfile(os.path.join(folder, "manifest.json")) and os.path.isfile(os.path.join(folder, "model.safetensors"))
+    predictor = GridCLIPPredictor.from_pretrained(folder, device="cpu")
+    assert sorted(predictor.vocabulary) == sorted(c["name"] for c in val["categories"])
 
     # Visualisations: ground truth | detections, side by side (images with novel categories first).
     vis = sorted((output_dir / "vis").glob("*.png"))
