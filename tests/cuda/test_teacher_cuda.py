@@ -65,21 +65,13 @@ def test_fp16_autocast_teacher_matches_fp32_and_cpu(teacher, cuda_report):
                 cuda_vs_cpu_min_cosine=round(cpu_cosine.min().item(), 6))
 
 
-class _RepeatBatch:
-    def __init__(self, batch):
-        self.batch = batch
-
-    def __iter__(self):
-        while True:
-            yield [dict(d) for d in self.batch]
-
-
 def test_teacher_hook_times_the_teacher_with_cuda_events_under_amp(cuda_cfg, cuda_report):
     """AMPTrainer + TeacherEmbeddingHook on CUDA: time/teacher from CUDA events, positive, below the step."""
     from detectron2.data import DatasetCatalog
     from detectron2.engine import AMPTrainer
     from detectron2.structures import Boxes, Instances
 
+    from gridclip.analysis.timing import RepeatBatch
     from gridclip.engine.teacher_hook import TeacherEmbeddingHook
     from gridclip.engine.trainer import GridCLIPTrainer
 
@@ -97,7 +89,7 @@ def test_teacher_hook_times_the_teacher_with_cuda_events_under_amp(cuda_cfg, cud
                       "height": d["height"], "width": d["width"], "image_id": d["image_id"], "flipped": False,
                       "instances": Instances(image.shape[:2], gt_boxes=Boxes(boxes), gt_classes=classes)})
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
-    trainer = AMPTrainer(model, _RepeatBatch(batch), optimizer)
+    trainer = AMPTrainer(model, RepeatBatch(batch), optimizer)
     hook = TeacherEmbeddingHook(cfg)
     trainer.register_hooks([hook])
     iterations = 8

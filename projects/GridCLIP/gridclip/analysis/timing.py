@@ -28,6 +28,7 @@ __all__ = [
     "measure_inference",
     "measure_inference_interleaved",
     "measure_train_step",
+    "RepeatBatch",
 ]
 
 
@@ -190,7 +191,7 @@ def measure_inference_interleaved(models: dict, test_input, device, precision, a
             for name in models}
 
 
-class _RepeatBatch:
+class RepeatBatch:
     """An endless data loader giving the same training batch (fresh dicts each time)."""
 
     def __init__(self, batch):
@@ -209,7 +210,7 @@ def measure_train_step(model, batch, device, precision, amp_dtype, iters, warmup
     """
     model.train()
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
-    loader = _RepeatBatch(batch)
+    loader = RepeatBatch(batch)
     if precision == "fp32":
         trainer = SimpleTrainer(model, loader, optimizer)
     else:
