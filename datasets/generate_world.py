@@ -30,6 +30,10 @@ def parse_args(argv=None):
                         help="designed frequent categories (default: 6 of the default 48, else an eighth)")
     parser.add_argument("--rare-max-train-images", type=int, default=d["rare_max_train_images"],
                         help="each rare category appears (unannotated for base training) in 1..N train images")
+    parser.add_argument("--novel-only-shapes", nargs="*", default=list(d["novel_only_shapes"]),
+                        help="shapes only rare (novel) categories wear (none: give the flag alone)")
+    parser.add_argument("--unannotated-novel-share", type=float, default=d["unannotated_novel_share"],
+                        help="share of train images that also show one unannotated novel object")
     parser.add_argument("--if-missing", action="store_true",
                         help="do nothing when the same dataset is already under --root")
     return parser.parse_args(argv)
@@ -42,7 +46,9 @@ def main(argv=None):
     size = tuple(args.image_size) if len(args.image_size) == 2 else (args.image_size[0],) * 2
     kwargs = dict(num_train_images=args.num_train_images, num_val_images=args.num_val_images, image_size=size,
                   num_categories=args.num_categories, seed=args.seed, num_rare=args.num_rare,
-                  num_frequent=args.num_frequent, rare_max_train_images=args.rare_max_train_images)
+                  num_frequent=args.num_frequent, rare_max_train_images=args.rare_max_train_images,
+                  novel_only_shapes=tuple(args.novel_only_shapes),
+                  unannotated_novel_share=args.unannotated_novel_share)
     d = DEFAULT_GENERATOR_ARGS
     if args.num_categories == d["num_categories"]:  # the default world split unless told otherwise
         kwargs["num_rare"] = d["num_rare"] if args.num_rare is None else args.num_rare
@@ -56,7 +62,9 @@ def main(argv=None):
     print(f"  train: {result['train_json']} ({args.num_train_images} images)")
     print(f"  val:   {result['val_json']} ({args.num_val_images} images)")
     print(f"  {len(result['class_names'])} categories: {groups['r']} rare, {groups['c']} common, {groups['f']} frequent"
-          f" (every rare colour/texture/shape also among base categories: {result['attribute_coverage']})")
+          f" (every rare colour/texture/shape also among base categories: {result['attribute_coverage']};"
+          f" novel-only shapes: {', '.join(result['novel_only_shapes']) or 'none'})")
+    print(f"  {result['unannotated_novel_images']} train images also show an unannotated novel object")
     for name, freq, count in zip(result["class_names"], result["frequencies"], result["train_image_counts"]):
         print(f"    {freq}  {count:4d} train images  {name}")
     return 0

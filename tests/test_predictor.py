@@ -192,3 +192,20 @@ def test_bad_inputs_name_the_problem(predictor, dataset, tmp_path):
         type(predictor)("nope.yaml")
     with pytest.raises(FileNotFoundError, match="missing_weights.pth"):
         type(predictor)(TINY_CONFIG, str(tmp_path / "missing_weights.pth"), opts=predictor_opts(dataset[1]))
+
+
+def test_detections_one_name_per_object_keeps_the_top_name_of_overlapping_boxes():
+    from gridclip.predictor import Detections
+
+    detections = Detections(
+        boxes=torch.tensor([[0, 0, 10, 10], [0, 0, 10, 9.5], [20, 20, 30, 30]], dtype=torch.float32),
+        scores=torch.tensor([0.4, 0.9, 0.8]), class_ids=torch.tensor([2, 0, 1]),
+        class_names=["c", "a", "b"], grid_embeddings=torch.eye(3), image_size=(40, 40),
+        vocabulary=["a", "b", "c"], text_scores=torch.rand(3, 3),
+    )
+    one = detections.one_name_per_object(0.5)
+    assert one.class_names == ["a", "b"] and one.scores.tolist() == pytest.approx([0.9, 0.8])
+    assert torch.equal(one.grid_embeddings, detections.grid_embeddings[[1, 2]])
+    assert torch.equal(one.text_scores, detections.text_scores[[1, 2]])
+    assert len(detections) == 3  # the original is unchanged
+    assert len(one.to_instances()) == 2

@@ -4,14 +4,16 @@ Pretrain the generated world's mini-CLIPs contrastively on its caption corpus (o
 tokenizer and ClipLoss; AdamW, warm-up + cosine, fixed seed) and report their zero-shot accuracy on
 held-out single-object images over all 192 names.
 
-    python tools/pretrain_clip.py                      # both models, cached under $GRIDCLIP_CACHE/world_clip
+    python tools/pretrain_clip.py                      # backbone + teacher, cached under $GRIDCLIP_CACHE/world_clip
+    python tools/pretrain_clip.py --model GridCLIP-World-ViT                  # the opt-in ViT teacher
     python tools/pretrain_clip.py --model GridCLIP-World-RN --steps 800 --force
     python tools/pretrain_clip.py --corpus-images 4000 --output-dir out/clip   # a copy of the weights there
 
 The weights are plain safetensors state dicts: train GridCLIP with them through the ordinary
-local-file path, e.g. ``MODEL.CLIP.PRETRAINED <rn file> MODEL.GRIDCLIP.TEACHER.PRETRAINED <vit file>``
+local-file path, e.g. ``MODEL.CLIP.PRETRAINED <rn file> MODEL.GRIDCLIP.TEACHER.PRETRAINED <teacher file>``
 (the command prints these options). Models: GridCLIP-World-RN (the backbone incl. its attention
-pool, and the text tower) and GridCLIP-World-ViT (the image teacher).
+pool, and the text tower), GridCLIP-World-RN-Teacher (the default image teacher: the same architecture
+pretrained longer) and GridCLIP-World-ViT (the ViT teacher, opt-in).
 """
 import argparse
 import logging
@@ -25,6 +27,7 @@ from gridclip.world.captions import DEFAULT_CORPUS_ARGS
 from gridclip.world.pretraining import (
     BACKBONE_CLIP,
     TEACHER_CLIP,
+    VIT_TEACHER_CLIP,
     copy_world_clips,
     ensure_world_clips,
     world_clip_config_opts,
@@ -34,8 +37,8 @@ from gridclip.world.pretraining import (
 
 def get_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", action="append", choices=[BACKBONE_CLIP, TEACHER_CLIP],
-                        help="model to pretrain (repeatable; default: both)")
+    parser.add_argument("--model", action="append", choices=[BACKBONE_CLIP, TEACHER_CLIP, VIT_TEACHER_CLIP],
+                        help="model to pretrain (repeatable; default: the backbone and the default teacher)")
     parser.add_argument("--corpus-images", type=int, default=DEFAULT_CORPUS_ARGS["num_images"])
     parser.add_argument("--image-size", type=int, default=DEFAULT_CORPUS_ARGS["image_size"])
     parser.add_argument("--seed", type=int, default=0, help="corpus and training seed")

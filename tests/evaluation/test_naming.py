@@ -144,3 +144,23 @@ def test_score_rule_names_an_object_by_its_most_confident_label():
     assert _run(gt, [[([5, 0, 15, 10], 0.9, 1)]], match="score")["all"]["localised"] == 0  # IoU 1/3 < 0.5
     with pytest.raises(ValueError, match="match"):
         _run(gt, dets, match="area")
+
+
+def test_one_name_per_object_keeps_the_most_confident_name_of_overlapping_boxes():
+    # Class-wise NMS leaves two names on one object: a wrong one whose box fits slightly better (0.4) and
+    # the right one (0.9). A picture drawn with one name per object shows only the right one.
+    gt = [[([0, 0, 10, 10], 1)], [([0, 0, 10, 10], 2)]]
+    dets = [[([0, 0, 10, 10], 0.4, 3), ([0, 0, 10, 9.5], 0.9, 1)],
+            [([0, 0, 10, 10], 0.9, 3), ([0, 0, 10, 9.5], 0.4, 2), ([20, 20, 30, 30], 0.8, 2)]]
+    raw = _run(gt, dets)
+    one = _run(gt, dets, one_name_per_object_iou=0.5)
+    assert raw["base"]["named"] == 0  # best-overlapping: the wrong name both times
+    assert one["base"]["named"] == 1 and one["base"]["localised"] == 2  # the right name wins where it scores higher
+    assert one["one_name_per_object_iou"] == 0.5 and raw["one_name_per_object_iou"] is None
+    # a separate object keeps its own box (IoU 0 with the others): only overlapping names compete
+    from gridclip.evaluation.naming import one_name_per_object
+
+    kept = one_name_per_object([[0, 0, 10, 10], [0, 0, 10, 9.5], [20, 20, 30, 30]], [0.9, 0.4, 0.8], 0.5)
+    assert kept.tolist() == [0, 2]
+    with pytest.raises(ValueError, match="IoU must be in"):
+        one_name_per_object([[0, 0, 1, 1]], [0.5], 0.0)

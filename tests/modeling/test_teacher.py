@@ -111,3 +111,43 @@ def test_bad_input_gives_clear_errors(teacher, images, fmt, message):
 def test_teacher_state_dict_holds_only_the_image_tower(teacher):
     keys = list(teacher.state_dict())
     assert keys and all(k.startswith("visual.") for k in keys)
+
+
+@pytest.mark.parametrize("model_name", [TINY_TEACHER_CLIP, "GridCLIP-Tiny-RN"])
+def test_input_size_runs_the_tower_at_that_resolution(model_name):
+    """INPUT_SIZE 128 (the ViT is a 64-px model, the RN a 224-px one): a 128-px image is seen at its native
+    size (no resize), through the same weights with the positional embedding's grid resized bicubically;
+    the model's own size is a no-op."""
+    from gridclip.modeling.dense_attention_pool import interpolate_positional_embedding
+
+    native = CLIPImageTeacher(model_name, "")
+    big = CLIPImageTeacher(model_name, "", input_size=128)
+    same = CLIPImageTeacher(model_name, "", input_size=native.input_size[0])
+    assert big.input_size == (128, 128) and same.input_size == native.input_size != (128, 128)
+    _, image = _textured_image(128, 128, seed=3)
+    pixels = big.preprocess([image])
+    assert pixels.shape == (1, 3, 128, 128)
+    # no resampling: the pixels are the image's own, normalised
+    expected = (image.float()[None] / 255.0 - big.pixel_mean) / big.pixel_std
+    torch.testing.assert_close(pixels, expected)
+    # the same computation by hand: the 64-px model's weights, its grid embedding resized to 128 / stride
+    reference = create_clip_model(model_name, "").visual.eval()
+    holder = reference.attnpool if hasattr(reference, "attnpool") else reference
+    grid = 128 // (32 if hasattr(reference, "attnpool") else reference.patch_size[0])
+    holder.positional_embedding = torch.nn.Parameter(
+        interpolate_positional_embedding(holder.positional_embedding.detach(), grid, grid))
+    if hasattr(reference, "grid_size"):
+        reference.grid_size = (grid, grid)
+    with torch.no_grad():
+        want = torch.nn.functional.normalize(reference(expected), dim=-1)
+    torch.testing.assert_close(big.encode([image]), want, atol=1e-5, rtol=1e-4)
+    # and it differs from the model's own view, which resamples the image first
+    assert float((big.encode([image]) * native.encode([image])).sum()) < 0.9999
+    torch.testing.assert_close(same.encode([image]), native.encode([image]))
+
+
+def test_input_size_must_fit_the_tower():
+    with pytest.raises(ValueError, match="not a multiple of the image tower's stride 16"):
+        CLIPImageTeacher(TINY_TEACHER_CLIP, "", input_size=100)
+    with pytest.raises(ValueError, match="INPUT_SIZE must be 0"):
+        CLIPImageTeacher(TINY_TEACHER_CLIP, "", input_size=-1)

@@ -1,6 +1,6 @@
 """
 Session fixture ``world_clips``: the generated world's two mini-CLIPs (GridCLIP-World-RN: backbone +
-text tower; GridCLIP-World-ViT: teacher), pretrained once per session on a small caption corpus with
+text tower; GridCLIP-World-RN-Teacher: teacher), pretrained once per session on a small caption corpus with
 tools/pretrain_clip.py's code (open_clip's ClipLoss), into a private cache folder. Small enough for
 the suite (well under 90 s on a 2-core CPU); far weaker than the embedded default's (make demo's) CLIPs.
 """
@@ -25,7 +25,7 @@ TEST_TRAIN_ARGS = {
 @dataclasses.dataclass
 class WorldCLIPs:
     backbone_path: str  # safetensors state dict of GridCLIP-World-RN
-    teacher_path: str  # safetensors state dict of GridCLIP-World-ViT
+    teacher_path: str  # safetensors state dict of GridCLIP-World-RN-Teacher
     backbone_stats: dict  # training statistics incl. "zero_shot"
     teacher_stats: dict
     seconds: float  # wall time of the pretraining

@@ -83,8 +83,60 @@ def test_default_world_split_has_12_rare_categories_made_of_base_attributes(tmp_
     assert all(n <= 3 for n, f in zip(paths["train_image_counts"], paths["frequencies"]) if f == "r")
     for colour, texture, shape in rare:
         assert any(b[0] == colour for b in base) and any(b[1] == texture for b in base)
-        assert any(b[2] == shape for b in base)
+        # a novel-only shape is worn by no base category; every other shape of a rare one is
+        assert any(b[2] == shape for b in base) != (shape in paths["novel_only_shapes"])
+    assert paths["novel_only_shapes"] == ("cross",)
+    # every cross is rare (4 of the 12 novel categories): they cannot be named by recombining base attributes
+    crosses = [f for t, f in zip(paths["categories"], paths["frequencies"]) if t[2] == "cross"]
+    assert len(crosses) == 4 and set(crosses) == {"r"}
     assert paths["attribute_coverage"] is True
+
+
+def test_default_world_shows_unannotated_novel_objects_in_a_quarter_of_training_images(tmp_path):
+    """LVIS-like: novel objects are in training images without annotation (the grid loss sees background,
+    the image-level teacher sees them): 120 of 480 images, one object each, in neither json, no negative."""
+    paths = generate_world_dataset(str(tmp_path / "default"), num_val_images=40)
+    train = _load(paths["train_json"])
+    assert paths["unannotated_novel_images"] == train["info"]["unannotated_novel_images"] == 120
+    rare_ids = {c["id"] for c in train["categories"] if c["frequency"] == "r"}
+    annotated = {}
+    for a in train["annotations"]:
+        annotated.setdefault(a["image_id"], set()).add(a["category_id"])
+    num_categories = len(train["categories"])
+    unverified = {
+        img["id"]: set(range(1, num_categories + 1)) - annotated.get(img["id"], set()) - set(img["neg_category_ids"])
+        for img in train["images"]
+    }
+    with_unannotated = {i: u for i, u in unverified.items() if u}
+    assert len(with_unannotated) == 120 and all(len(u) == 1 and u <= rare_ids for u in with_unannotated.values())
+    # every novel category is among them, novel-only shapes included
+    assert set().union(*with_unannotated.values()) == rare_ids
+    # the object is drawn: such an image holds more coloured shapes than it annotates (its colour's pixels
+    # outside every annotated box)
+    images = {img["id"]: img for img in train["images"]}
+    names = {c["id"]: c["name"] for c in train["categories"]}
+    boxes = {}
+    for a in train["annotations"]:
+        boxes.setdefault(a["image_id"], []).append(a["bbox"])
+    for image_id, (category,) in list(with_unannotated.items())[:10]:
+        pixels = np.asarray(Image.open(os.path.join(paths["train_images"], images[image_id]["file_name"])), np.float32)
+        outside = np.ones(pixels.shape[:2], bool)
+        for x, y, w, h in boxes.get(image_id, []):
+            outside[int(y):int(np.ceil(y + h)), int(x):int(np.ceil(x + w))] = False
+        colour = np.array(COLOURS[names[category].split()[0]], np.float32)
+        assert (np.linalg.norm(pixels - colour, axis=2)[outside] < 40).sum() >= 20, (image_id, names[category])
+    # val stays exhaustively annotated
+    val = _load(paths["val_json"])
+    assert val["info"]["unannotated_novel_images"] == 0
+
+
+def test_world_design_arguments_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="novel_only_shapes"):
+        generate_world_dataset(str(tmp_path), novel_only_shapes=("pentagon",))
+    with pytest.raises(ValueError, match="num_rare"):  # 8 squares/diamonds cannot all be among 12 rare + ...
+        generate_world_dataset(str(tmp_path), novel_only_shapes=("square", "diamond"))
+    with pytest.raises(ValueError, match="unannotated_novel_share"):
+        generate_world_dataset(str(tmp_path), unannotated_novel_share=1.5)
 
 
 def test_lvis_fields_and_category_names(world_dataset):
@@ -99,15 +151,19 @@ def test_lvis_fields_and_category_names(world_dataset):
     num_categories = len(train["categories"])
     image_ids = [img["id"] for img in train["images"]]
     assert len(set(image_ids)) == len(image_ids)
+    rare_ids = {c["id"] for c in train["categories"] if c["frequency"] == "r"}
     positives = {}
     for a in train["annotations"]:
         positives.setdefault(a["image_id"], set()).add(a["category_id"])
     for img in train["images"]:
         assert {"id", "coco_url", "file_name", "height", "width", "neg_category_ids",
                 "not_exhaustive_category_ids"} <= set(img)
-        # exhaustively annotated: every absent category is a verified negative
+        # every absent category is a verified negative; a category the image shows without annotation
+        # (at most one unannotated novel object per training image) is neither positive nor negative
         present = positives.get(img["id"], set())
-        assert set(img["neg_category_ids"]) == set(range(1, num_categories + 1)) - present
+        unverified = set(range(1, num_categories + 1)) - present - set(img["neg_category_ids"])
+        assert set(img["neg_category_ids"]) <= set(range(1, num_categories + 1)) - present
+        assert len(unverified) <= 1 and unverified <= rare_ids, (img["id"], unverified)
         assert img["coco_url"].split("/")[-2:] == ["train", img["file_name"]]
 
 

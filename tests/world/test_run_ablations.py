@@ -65,3 +65,37 @@ def test_bad_rows_and_jobs_are_one_line_errors():
     for args, message in ((["--rows", "T9-nothing"], "unknown rows"), (["--jobs", "-1"], "--jobs must be")):
         proc = subprocess.run([sys.executable, TOOL, *args], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_evidence_rows_are_opt_in_and_compared_with_grid_only(monkeypatch, tmp_path):
+    """The rows that decide Table 5's image-level claim: opt-in, each paired against T5-grid-align; the teacher
+    rows swap the config's teacher for another world CLIP (ViT, or the backbone's own) seen at 128 px."""
+    from gridclip.world import ablations
+
+    evidence = ("T5-both-paper-strength", "T5-both-vit-teacher", "T5-both-self-teacher")
+    assert not set(evidence) & set(ablations.ROWS) and set(evidence) <= set(ablations.all_rows())
+    assert all(ablations.REFERENCES[row] == "T5-grid-align" for row in evidence)
+    assert ablations.RUNS["both-paper-strength"][0] == ["MODEL.GRIDCLIP.IMAGE_LOSS_REFERENCE_DIM", "512"]
+
+    calls = []
+
+    def fake_prepare(world, need_teacher=True, teacher=None):
+        calls.append((world, need_teacher, teacher))
+        opts = ["MODEL.CLIP.PRETRAINED", "rn.safetensors"]
+        if need_teacher and teacher:
+            opts += ["MODEL.GRIDCLIP.TEACHER.MODEL_NAME", teacher, "MODEL.GRIDCLIP.TEACHER.INPUT_SIZE", "128"]
+        if need_teacher:
+            opts += ["MODEL.GRIDCLIP.TEACHER.PRETRAINED", f"{teacher or 'default'}.safetensors"]
+        return {"train_base": "w_train_base", "val": "w_val", "val_base": "w_val_base"}, opts
+
+    monkeypatch.setattr(ablations, "prepare_world", fake_prepare)
+    monkeypatch.setattr(ablations, "settings_key", lambda *a: "key")
+    prepared = {}
+    vit, _, _ = ablations.run_settings(str(tmp_path), "cfg.yaml", "both-vit-teacher", 0, prepared=prepared)
+    grid, _, _ = ablations.run_settings(str(tmp_path), "cfg.yaml", "grid-align", 0, prepared=prepared)
+    both, _, _ = ablations.run_settings(str(tmp_path), "cfg.yaml", "both", 0, prepared=prepared)
+    assert vit[vit.index("MODEL.GRIDCLIP.TEACHER.MODEL_NAME") + 1] == "GridCLIP-World-ViT"
+    assert vit[vit.index("MODEL.GRIDCLIP.TEACHER.PRETRAINED") + 1] == "GridCLIP-World-ViT.safetensors"
+    assert "MODEL.GRIDCLIP.TEACHER.PRETRAINED" not in grid  # grid-only trains no teacher
+    assert both[both.index("MODEL.GRIDCLIP.TEACHER.PRETRAINED") + 1] == "default.safetensors"
+    assert set(calls) == {("square", True, "GridCLIP-World-ViT"), ("square", False, None), ("square", True, None)}

@@ -18,10 +18,12 @@ def test_zero_shot_accuracy_far_above_chance(world_clips):
     # above chance rather than at one machine's value. Measured earlier with a shorter RN
     # schedule (140 steps on 1,500 images): RN top-1 17.7 %, colour 100 %, texture 61 %, shape 25 %;
     # the ViT (patch 8, 2 layers, 100 steps) learns colour first: top-1 4.2 %, colour 80 %, texture 30 %.
-    rn, vit = world_clips.backbone_stats["zero_shot"], world_clips.teacher_stats["zero_shot"]
-    assert rn["num_classes"] == vit["num_classes"] == 192
+    # The teacher (GridCLIP-World-RN-Teacher, the backbone's architecture, 120 x 64 steps here) learns
+    # colour first.
+    rn, teacher = world_clips.backbone_stats["zero_shot"], world_clips.teacher_stats["zero_shot"]
+    assert rn["num_classes"] == teacher["num_classes"] == 192
     assert rn["top1"] > 10 / 192 and rn["colour"] > 0.6 and rn["texture"] > 0.4 and rn["shape"] >= 1.4 / 8, rn
-    assert vit["top1"] > 3 / 192 and vit["colour"] > 0.5, vit
+    assert teacher["top1"] > 3 / 192 and teacher["colour"] > 0.5, teacher
     for stats in (world_clips.backbone_stats, world_clips.teacher_stats):
         # ClipLoss brought the contrastive loss far below its start (ln 64 = 4.2 for batch 64)
         assert stats["final_loss"] < 3.0, stats

@@ -229,6 +229,10 @@ def add_gridclip_config(cfg):
     # 35.4 AP / 22.5 AP_r vs center_crop 35.2 / 21.7, within noise: CLIP's own transform stays default
     # ("center_crop", what the paper's CLIP preprocessing does).
     _C.MODEL.GRIDCLIP.TEACHER.INPUT = "center_crop"
+    # The side of the square image the teacher sees: 0 = its model's own (224 for ViT-B/32, 448 for
+    # RN50x64); another value resizes its positional embedding to that grid (a multiple of its stride).
+    # The world's teachers, pretrained at 64 px, see the 128-px training images at their native size.
+    _C.MODEL.GRIDCLIP.TEACHER.INPUT_SIZE = 0
     # Cache teacher embeddings by (image id, flip); only valid for schedules without random crop
     # or multi-scale (the teacher's 224 input is then the same each epoch). Default False.
     _C.MODEL.GRIDCLIP.TEACHER.CACHE_EMBEDDINGS = False

@@ -89,6 +89,23 @@ class Detections:
     def __len__(self) -> int:
         return len(self.scores)
 
+    def one_name_per_object(self, iou_threshold: float = 0.5) -> "Detections":
+        """
+        These detections with one name per object: of boxes overlapping at IoU > ``iou_threshold``, whatever
+        their classes, only the highest-scored stays (class-agnostic NMS,
+        :func:`gridclip.evaluation.naming.one_name_per_object`). The model's NMS is class-wise, as AP needs,
+        so one object can carry several names; a picture for a reader should not. Highest score first.
+        """
+        from .evaluation.naming import one_name_per_object
+
+        keep = torch.as_tensor(one_name_per_object(self.boxes, self.scores, iou_threshold), dtype=torch.long)
+        return Detections(
+            boxes=self.boxes[keep], scores=self.scores[keep], class_ids=self.class_ids[keep],
+            class_names=[self.class_names[i] for i in keep.tolist()], grid_embeddings=self.grid_embeddings[keep],
+            image_size=self.image_size, vocabulary=list(self.vocabulary),
+            text_scores=None if self.text_scores is None else self.text_scores[keep],
+        )
+
     def to_instances(self) -> Instances:
         """Detectron2 ``Instances`` (pred_boxes, scores, pred_classes) for ``Visualizer`` / evaluators."""
         return Instances(

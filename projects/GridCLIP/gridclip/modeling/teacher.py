@@ -14,6 +14,13 @@ What the teacher sees (``input_mode``, MODEL.GRIDCLIP.TEACHER.INPUT):
   canvas filled with CLIP's mean colour (0 after normalisation), as the student's z̄ sees the whole
   image. The paper does not say which; ``tools`` / the ablation runner measure both.
 
+At another resolution (``input_size``, MODEL.GRIDCLIP.TEACHER.INPUT_SIZE): the image tower's
+positional embedding (a ViT's, or a ModifiedResNet attention pool's) is resized bicubically to the
+larger (or smaller) grid once, at construction, as a detector runs CLIP's attention pool densely at its
+own resolution (:func:`.dense_attention_pool.interpolate_positional_embedding`). A teacher trained at
+64 px then sees a 128-px training image at its native pixel size, where its 64-px view would halve every
+object (the generated world's teacher: ``configs/world``).
+
 Parity with open_clip: CLIP's transform resizes a PIL image (uint8, Pillow's bicubic); here the
 resize runs on tensors (torchvision bicubic with antialiasing, rounded back to 0..255). The two differ by
 a few grey levels on some pixels (measured: mean |diff| ≈ 0.003, max ≈ 0.04 in normalised units, i.e.
@@ -32,8 +39,9 @@ from torchvision.transforms import InterpolationMode
 from open_clip import get_model_preprocess_cfg
 
 from .clip_loading import create_clip_model
+from .dense_attention_pool import interpolate_positional_embedding
 
-__all__ = ["CLIPImageTeacher", "INPUT_MODES"]
+__all__ = ["CLIPImageTeacher", "INPUT_MODES", "resize_image_tower"]
 
 _SUPPORTED_FORMATS = ("RGB", "BGR")
 #: MODEL.GRIDCLIP.TEACHER.INPUT values
@@ -46,6 +54,41 @@ def _as_pair(size):
             raise ValueError(f"Expected an image size (h, w), got {size!r}")
         return int(size[0]), int(size[1])
     return int(size), int(size)
+
+
+def resize_image_tower(visual, size):
+    """
+    Make an open_clip image tower take ``size`` × ``size`` inputs: its positional embedding (a
+    VisionTransformer's, or a ModifiedResNet attention pool's) resized bicubically to the new grid, in place.
+
+    Args:
+        visual: ``model.visual`` of an open_clip CLIP (VisionTransformer or ModifiedResNet).
+        size (int): the new input side; a multiple of the tower's stride (ViT patch, 32 for a ResNet).
+
+    Returns:
+        the same ``visual``.
+    """
+    if hasattr(visual, "attnpool"):
+        holder, stride = visual.attnpool, 32
+    elif hasattr(visual, "positional_embedding") and hasattr(visual, "patch_size"):
+        holder, stride = visual, int(_as_pair(visual.patch_size)[0])
+    else:
+        raise ValueError(
+            f"MODEL.GRIDCLIP.TEACHER.INPUT_SIZE: cannot resize a {type(visual).__name__} image tower (only open_clip's "
+            "VisionTransformer and ModifiedResNet); set INPUT_SIZE to 0 (the model's own size)."
+        )
+    if size % stride:
+        raise ValueError(
+            f"MODEL.GRIDCLIP.TEACHER.INPUT_SIZE {size} is not a multiple of the image tower's stride {stride}."
+        )
+    grid = size // stride
+    with torch.no_grad():
+        resized = interpolate_positional_embedding(holder.positional_embedding.detach(), grid, grid).clone()
+    holder.positional_embedding = nn.Parameter(resized, requires_grad=holder.positional_embedding.requires_grad)
+    if hasattr(visual, "grid_size"):
+        visual.grid_size = (grid, grid)
+    visual.image_size = (size, size)
+    return visual
 
 
 class CLIPImageTeacher(nn.Module):
@@ -64,7 +107,7 @@ class CLIPImageTeacher(nn.Module):
         model_name, pretrained (str): what it was built from.
     """
 
-    def __init__(self, model_name, pretrained, device="cpu", amp=True, input_mode="center_crop"):
+    def __init__(self, model_name, pretrained, device="cpu", amp=True, input_mode="center_crop", input_size=0):
         """
         Args:
             model_name (str): open_clip model name, e.g. "ViT-B-32-quickgelu", "RN50x64-quickgelu".
@@ -73,6 +116,8 @@ class CLIPImageTeacher(nn.Module):
             device: where the teacher runs; move it later with ``.to(device)``.
             amp (bool): run the image tower under fp16 autocast when on CUDA.
             input_mode (str): "center_crop" (CLIP's) or "letterbox" (the whole image; module doc).
+            input_size (int): 0 = the model's own input size; else the side the teacher sees, its
+                positional embedding resized to match (:func:`resize_image_tower`).
         """
         if input_mode not in INPUT_MODES:
             raise ValueError(f"MODEL.GRIDCLIP.TEACHER.INPUT must be one of {INPUT_MODES}, got {input_mode!r}.")
@@ -87,6 +132,11 @@ class CLIPImageTeacher(nn.Module):
         self.pretrained = pretrained
         self.amp = bool(amp)
         self.input_size = _as_pair(preprocess_cfg.get("size", self.visual.image_size))
+        if int(input_size) < 0:
+            raise ValueError(f"MODEL.GRIDCLIP.TEACHER.INPUT_SIZE must be 0 (the model's own) or positive, got {input_size}.")
+        if int(input_size) and (int(input_size), int(input_size)) != self.input_size:
+            resize_image_tower(self.visual, int(input_size))
+            self.input_size = (int(input_size), int(input_size))
         self.interpolation = (
             InterpolationMode.BILINEAR
             if preprocess_cfg.get("interpolation") == "bilinear"

@@ -16,7 +16,12 @@ ablations. A table row is one run read under one protocol:
   evaluated once per protocol. So the 7 rows are 5 trainings per seed.
 - opt-in, when the config has MODEL.GRIDCLIP.TEACHER.INPUT: ``T5-both-letterbox`` /
   ``T5-both-center-crop`` on a world of 4:3 images (``world_wide``), where CLIP's centre crop drops
-  part of each image (on the default square images both views are identical).
+  part of each image (on the default square images both views are identical);
+- opt-in, what decides Table 5 (:data:`EVIDENCE_ROWS`, each against ``T5-grid-align``):
+  ``T5-both-paper-strength`` (the image loss at the paper's per-image strength at any embedding size,
+  MODEL.GRIDCLIP.IMAGE_LOSS_REFERENCE_DIM 512), ``T5-both-vit-teacher`` (the ViT teacher of the paper's
+  main row instead of the default RN teacher) and ``T5-both-self-teacher`` (the backbone's own CLIP as
+  teacher: a teacher that knows no more than its student).
 
 Each training run is a separate process (``python -m gridclip.world.ablations``, ``jobs`` at a time,
 each with cores / jobs torch threads) writing ``<output>/<run>/seed<k>/metrics.json`` (the metrics of
@@ -36,9 +41,10 @@ import time
 from ..file_io import atomic_write_json, atomic_write_text, digest_json, read_json
 from .datasets import WORLD_DATASET_NAME, register_world_datasets, world_dataset_root
 from .detection import DEFAULT_GENERATOR_ARGS, ensure_world_dataset
-from .pretraining import BACKBONE_CLIP, TEACHER_CLIP, ensure_world_clips
+from .pretraining import BACKBONE_CLIP, TEACHER_CLIP, TEACHER_INPUT_SIZE, VIT_TEACHER_CLIP, ensure_world_clips
 
-__all__ = ["StaleRunError", "run_settings", "settings_key", "RUNS", "ROWS", "TEACHER_INPUT_ROWS", "all_rows", "describe_rows", "run_ablations", "summarize"]
+__all__ = ["StaleRunError", "run_settings", "settings_key", "RUNS", "ROWS", "TEACHER_INPUT_ROWS", "EVIDENCE_ROWS",
+           "RUN_TEACHERS", "all_rows", "describe_rows", "run_ablations", "summarize"]
 
 METRICS = ("AP", "APr", "APc", "APf")
 _OFF = ["MODEL.GRIDCLIP.GRID_ALIGN", "False", "MODEL.GRIDCLIP.IMAGE_ALIGN", "False"]
@@ -57,7 +63,13 @@ RUNS = {
     "both": ([], (CLOSED, OPEN), "square"),
     "both-center-crop-wide": (["MODEL.GRIDCLIP.TEACHER.INPUT", "center_crop"], (OPEN,), "wide"),
     "both-letterbox-wide": (["MODEL.GRIDCLIP.TEACHER.INPUT", "letterbox"], (OPEN,), "wide"),
+    "both-paper-strength": (["MODEL.GRIDCLIP.IMAGE_LOSS_REFERENCE_DIM", "512"], (OPEN,), "square"),
+    "both-vit-teacher": ([], (OPEN,), "square"),
+    "both-self-teacher": ([], (OPEN,), "square"),
 }
+#: training run -> the world CLIP it uses as teacher instead of the config's (its weights pretrained/cached as
+#: the default ones; seen at :data:`TEACHER_INPUT_SIZE`): the ViT row, and the backbone's own CLIP
+RUN_TEACHERS = {"both-vit-teacher": VIT_TEACHER_CLIP, "both-self-teacher": BACKBONE_CLIP}
 #: table row -> (table, training run, test set, the paper's numbers {metric: value})
 ROWS = {
     "T4-wo-align": ("T4", "wo-align", CLOSED, {"APc": 19.4, "APf": 29.7, "AP": 20.1}),
@@ -72,6 +84,12 @@ ROWS = {
 TEACHER_INPUT_ROWS = {
     "T5-both-center-crop": ("teacher-input", "both-center-crop-wide", OPEN, {}),
     "T5-both-letterbox": ("teacher-input", "both-letterbox-wide", OPEN, {}),
+}
+#: opt-in rows that decide Table 5's image-level claim, each against T5-grid-align (the paper's numbers: none)
+EVIDENCE_ROWS = {
+    "T5-both-paper-strength": ("T5-evidence", "both-paper-strength", OPEN, {}),
+    "T5-both-vit-teacher": ("T5-evidence", "both-vit-teacher", OPEN, {}),
+    "T5-both-self-teacher": ("T5-evidence", "both-self-teacher", OPEN, {}),
 }
 #: version of :func:`settings_key` (bump when what a run's numbers depend on changes)
 _SETTINGS_VERSION = 1
@@ -89,6 +107,9 @@ REFERENCES = {
     "T4-both": "T4-wo-align",
     "T5-both": "T5-grid-align",
     "T5-both-letterbox": "T5-both-center-crop",
+    "T5-both-paper-strength": "T5-grid-align",
+    "T5-both-vit-teacher": "T5-grid-align",
+    "T5-both-self-teacher": "T5-grid-align",
 }
 #: the 4:3 world of the teacher-input rows (height, width)
 WIDE_IMAGE_SIZE = (96, 128)
@@ -105,6 +126,7 @@ def all_rows():
     rows = dict(ROWS)
     if _has_teacher_input_key():
         rows.update(TEACHER_INPUT_ROWS)
+    rows.update(EVIDENCE_ROWS)
     return rows
 
 
@@ -113,15 +135,19 @@ def describe_rows():
     lines = []
     for name, (table, run, test_set, _) in all_rows().items():
         default = "" if name in ROWS else "  (opt-in)"
+        switches = list(RUNS[run][0]) + ([f"teacher {RUN_TEACHERS[run]}"] if run in RUN_TEACHERS else [])
         lines.append(f"{name:22s} {table:14s} run {run:22s} test {test_set:9s} "
-                     f"{' '.join(RUNS[run][0]) or '(base config)'}{default}")
+                     f"{' '.join(switches) or '(base config)'}{default}")
     return lines
 
 
-def prepare_world(world, need_teacher=True):
+def prepare_world(world, need_teacher=True, teacher=None):
     """
     Generate/register the world's detection data ("square": ``world``, "wide": the 4:3 ``world_wide``)
     and pretrain/load the mini-CLIPs.
+
+    Args:
+        teacher (str or None): a world CLIP to use as teacher instead of the config's (:data:`RUN_TEACHERS`).
 
     Returns:
         (dict, list[str]): the registered dataset names, and the config options loading the CLIP weights.
@@ -131,11 +157,15 @@ def prepare_world(world, need_teacher=True):
     root = world_dataset_root(prefix)
     ensure_world_dataset(root, **generator_args)
     names = register_world_datasets(root, prefix=prefix)
-    models = (BACKBONE_CLIP, TEACHER_CLIP) if need_teacher else (BACKBONE_CLIP,)
+    teacher_name = teacher or TEACHER_CLIP
+    models = tuple(dict.fromkeys((BACKBONE_CLIP, teacher_name) if need_teacher else (BACKBONE_CLIP,)))
     clips = ensure_world_clips(models, progress=False, parallel=True)
     opts = ["MODEL.CLIP.PRETRAINED", clips[BACKBONE_CLIP]["path"]]
     if need_teacher:
-        opts += ["MODEL.GRIDCLIP.TEACHER.PRETRAINED", clips[TEACHER_CLIP]["path"]]
+        if teacher is not None:
+            opts += ["MODEL.GRIDCLIP.TEACHER.MODEL_NAME", teacher,
+                     "MODEL.GRIDCLIP.TEACHER.INPUT_SIZE", str(TEACHER_INPUT_SIZE)]
+        opts += ["MODEL.GRIDCLIP.TEACHER.PRETRAINED", clips[teacher_name]["path"]]
     return names, opts
 
 
@@ -148,7 +178,7 @@ def run_settings(output_dir, config_file, run, seed, opts=(), prepared=None):
     Everything one (run, seed) trains with: the option list, its test sets, and the key of its settings.
 
     Args:
-        prepared (dict or None): a memo of :func:`prepare_world` results {(world, need_teacher): result}.
+        prepared (dict or None): a memo of :func:`prepare_world` results {(world, need_teacher, teacher): result}.
 
     Returns:
         (list[str], dict, str): the options over ``config_file`` (OUTPUT_DIR last), {test set key: dataset
@@ -161,12 +191,13 @@ def run_settings(output_dir, config_file, run, seed, opts=(), prepared=None):
         if all_opts[i] == "MODEL.GRIDCLIP.IMAGE_ALIGN":
             image_align = all_opts[i + 1]
     need_teacher = image_align != "False"
+    teacher = RUN_TEACHERS.get(run) if need_teacher else None
     if prepared is None:
-        names, weight_opts = prepare_world(world, need_teacher=need_teacher)
+        names, weight_opts = prepare_world(world, need_teacher=need_teacher, teacher=teacher)
     else:
-        if (world, need_teacher) not in prepared:
-            prepared[(world, need_teacher)] = prepare_world(world, need_teacher=need_teacher)
-        names, weight_opts = prepared[(world, need_teacher)]
+        if (world, need_teacher, teacher) not in prepared:
+            prepared[(world, need_teacher, teacher)] = prepare_world(world, need_teacher=need_teacher, teacher=teacher)
+        names, weight_opts = prepared[(world, need_teacher, teacher)]
     out = _run_dir(output_dir, run, seed)
     datasets = {key: names[key] for key in test_sets}
     run_all = list(weight_opts) + list(run_opts) + ["DATASETS.TRAIN", f"('{names['train_base']}',)",
@@ -379,8 +410,8 @@ def run_ablations(rows, seeds, output_dir, config_file, jobs=0, opts=()):
     start = time.perf_counter()
     runs = list(dict.fromkeys(defs[r][1] for r in rows))  # each training run once, in row order
     prepared = {}
-    for world in sorted({RUNS[run][2] for run in runs}):
-        prepared[(world, True)] = prepare_world(world)
+    for world, teacher in sorted({(RUNS[run][2], RUN_TEACHERS.get(run) or "") for run in runs}):
+        prepared[(world, True, teacher or None)] = prepare_world(world, teacher=teacher or None)
     # Finished runs count only when made with these settings (a mismatch is refused before any training).
     keys = {(run, s): run_settings(output_dir, config_file, run, s, opts, prepared)[2] for s in seeds for run in runs}
     todo = [(run, s) for s in seeds for run in runs if _read_run(output_dir, run, s, keys[(run, s)]) is None]

@@ -9,10 +9,18 @@ training images, common: 11-100, frequent: > 100); each category's ``frequency``
 generated train split by that rule.
 
 Rare categories (the open-vocabulary protocol's novel classes: their annotations are removed for
-training) appear in only ``rare_max_train_images`` training images each, as unannotated objects are
-pushed to background by the training loss (the paper's §3.3); every colour, texture and shape of a
-rare category is also worn by some base category whenever the category set allows it
-(``attribute_coverage`` in the returned dict), so a novel name is a new *combination* of known words.
+training) are annotated in only ``rare_max_train_images`` training images each. Two things make the
+world closer to LVIS, where image-level alignment has something to add (version 3):
+
+- **novel-only shapes** (``novel_only_shapes``, default ``("cross",)``): every category with such a
+  shape is rare, so no base category wears it and it cannot be learned by recombining base
+  attributes; the other attributes of rare categories (colours, textures, other shapes) are worn by
+  some base category whenever the category set allows it (``attribute_coverage``);
+- **unannotated novel objects** (``unannotated_novel_share``, default 0.25): that share of training
+  images also shows one object of a rare category that is annotated in neither split's json (as an
+  LVIS image shows objects outside its annotated categories). The grid-level loss sees it as
+  background (the paper's §3.3); the image-level teacher sees the whole image, so it can carry it.
+  Such an image does not list the category in ``neg_category_ids`` (it is there, unverified).
 
 Layout written under ``root``::
 
@@ -22,7 +30,8 @@ Layout written under ``root``::
 Images carry ``coco_url = "images/<split>/<file>"`` so Detectron2's ``load_lvis_json`` resolves them
 as ``image_root + "<split>/<file>"`` with ``image_root = root/images/``. All objects are annotated,
 so each image's ``neg_category_ids`` lists every category absent from it and
-``not_exhaustive_category_ids`` is empty: the LVIS evaluation is exhaustive on this data.
+``not_exhaustive_category_ids`` is empty: the LVIS evaluation is exhaustive on this data (val holds
+no unannotated object).
 
 Generation is deterministic: the same arguments give byte-identical JSON files and images. The
 caption corpus uses other random streams, so it never holds a detection val image.
@@ -45,6 +54,7 @@ __all__ = [
     "frequency_from_image_count",
     "world_categories",
     "rare_attribute_coverage",
+    "novel_only_shape_categories",
     "generate_world_dataset",
     "ensure_world_dataset",
     "world_dataset_paths",
@@ -56,7 +66,8 @@ logger = logging.getLogger(__name__)
 MIN_TRAIN_IMAGES = 120
 # 1.1: both splits carry the training statistics, as LVIS v1 does.
 # 2.0: categories from all 192 world objects; rare categories in few training images; attribute coverage.
-_DATASET_VERSION = "2.0"
+# 3.0: novel-only shapes; unannotated novel objects in a share of the training images.
+_DATASET_VERSION = "3.0"
 _MAX_CATEGORIES = len(WORLD_OBJECTS)
 
 
@@ -97,30 +108,48 @@ def world_categories(num_categories):
     return triples
 
 
-def rare_attribute_coverage(categories, frequencies):
-    """True if every colour, texture and shape of a rare category is also worn by a base category."""
+def rare_attribute_coverage(categories, frequencies, novel_only_shapes=()):
+    """
+    True if every colour, texture and shape of a rare category is also worn by a base category, the
+    ``novel_only_shapes`` excepted (by design no base category wears them).
+    """
     base = [t for t, f in zip(categories, frequencies) if f != "r"]
     rare = [t for t, f in zip(categories, frequencies) if f == "r"]
-    return all(any(b[k] == r[k] for b in base) for r in rare for k in range(3))
+    return all(
+        any(b[k] == r[k] for b in base) for r in rare for k in range(3) if not (k == 2 and r[2] in novel_only_shapes)
+    )
 
 
-def _design_groups(categories, num_rare, num_frequent, rng):
+def novel_only_shape_categories(categories, novel_only_shapes):
+    """Indices of the categories whose shape is one of ``novel_only_shapes`` (all designed rare)."""
+    return [i for i, t in enumerate(categories) if t[2] in set(novel_only_shapes)]
+
+
+def _design_groups(categories, num_rare, num_frequent, rng, novel_only_shapes=()):
     """
-    Which categories are designed rare / frequent (the rest common): a seeded draw in which rare
-    categories only reuse colours, textures and shapes of base categories when that is possible.
+    Which categories are designed rare / frequent (the rest common): a seeded draw in which every
+    category with a novel-only shape is rare and the other rare categories only reuse colours,
+    textures and shapes of base categories when that is possible.
 
     Returns:
         (list[str] group per category, bool attribute coverage holds)
     """
     n = len(categories)
     order = [int(i) for i in rng.permutation(n)]
-    rare = []
+    rare = [i for i in order if categories[i][2] in set(novel_only_shapes)]
+    if len(rare) > num_rare:
+        raise ValueError(
+            f"{len(rare)} categories carry a novel-only shape {tuple(novel_only_shapes)}, more than "
+            f"num_rare={num_rare}: raise num_rare or use fewer novel-only shapes."
+        )
     for i in order:
+        if i in rare:
+            continue
         if len(rare) == num_rare:
             break
         trial = rare + [i]
         groups = ["r" if j in trial else "b" for j in range(n)]
-        if rare_attribute_coverage(categories, groups):
+        if rare_attribute_coverage(categories, groups, novel_only_shapes):
             rare = trial
     covered = len(rare) == num_rare
     if not covered:  # the category set cannot cover every rare attribute (e.g. 8 distinct shapes)
@@ -161,6 +190,22 @@ def _assign_train_objects(target_counts, num_images, rng):
     return objects
 
 
+def _assign_unannotated_novel(annotated, rare_indices, share, rng):
+    """
+    For each training image, the rare categories it shows without annotation: ``round(share * N)``
+    images (a seeded draw) get one, uniform over ``rare_indices`` and not one the image annotates.
+    """
+    unannotated = [[] for _ in annotated]
+    if not rare_indices or share <= 0:
+        return unannotated
+    chosen = rng.choice(len(annotated), size=int(round(share * len(annotated))), replace=False)
+    for i in sorted(chosen.tolist()):
+        candidates = [c for c in rare_indices if c not in annotated[i]]
+        if candidates:
+            unannotated[i].append(int(rng.choice(candidates)))
+    return unannotated
+
+
 def _assign_val_objects(num_categories, num_images, rng):
     """Val images show 2-5 uniformly drawn categories; every category appears at least twice."""
     objects = [
@@ -193,7 +238,7 @@ def world_dataset_paths(root):
 #: 48 categories = 12 rare (novel), 30 common, 6 frequent
 DEFAULT_GENERATOR_ARGS = dict(
     num_train_images=480, num_val_images=120, image_size=(128, 128), num_categories=48, seed=0, jpeg_quality=92,
-    num_rare=12, num_frequent=6, rare_max_train_images=3,
+    num_rare=12, num_frequent=6, rare_max_train_images=3, novel_only_shapes=("cross",), unannotated_novel_share=0.25,
 )
 
 
@@ -234,6 +279,8 @@ def generate_world_dataset(
     num_rare=None,
     num_frequent=None,
     rare_max_train_images=3,
+    novel_only_shapes=("cross",),
+    unannotated_novel_share=0.25,
 ):
     """
     Generate the long-tailed LVIS-format dataset under ``root`` (see the module docstring).
@@ -249,13 +296,18 @@ def generate_world_dataset(
         jpeg_quality (int): JPEG quality of the written images.
         num_rare (int or None): designed rare categories (None: a quarter).
         num_frequent (int or None): designed frequent categories (None: an eighth); the rest are common.
-        rare_max_train_images (int): each rare category is in 1..this many training images (<= 10).
+        rare_max_train_images (int): each rare category is annotated in 1..this many training images (<= 10).
+        novel_only_shapes (tuple[str]): shapes only rare categories wear (``()``: none).
+        unannotated_novel_share (float): share of training images that also show one unannotated object
+            of a rare category (0: none).
 
     Returns:
         dict: the paths of :func:`world_dataset_paths` plus ``class_names``, ``frequencies``
         (``"r"/"c"/"f"`` per category, by the image-count rule on train), ``train_image_counts``,
-        ``categories`` ((colour, texture, shape) per category) and ``attribute_coverage`` (every
-        attribute of a rare category is worn by a base category).
+        ``categories`` ((colour, texture, shape) per category), ``attribute_coverage`` (every
+        attribute of a rare category but a novel-only shape is worn by a base category),
+        ``novel_only_shapes`` and ``unannotated_novel_images`` (training images showing an
+        unannotated novel object).
     """
     height, width = (int(image_size), int(image_size)) if np.isscalar(image_size) else map(int, image_size)
     if min(height, width) < 48:
@@ -267,6 +319,9 @@ def generate_world_dataset(
         )
     if num_val_images < 2:
         raise ValueError(f"num_val_images must be at least 2, got {num_val_images}.")
+    novel_only_shapes = _check_novel_only_shapes(novel_only_shapes)
+    if not 0.0 <= float(unannotated_novel_share) <= 1.0:
+        raise ValueError(f"unannotated_novel_share must be in [0, 1], got {unannotated_novel_share}.")
     categories = world_categories(num_categories)
     num_rare, num_frequent = _resolve_design(num_categories, num_rare, num_frequent)
     paths = world_dataset_paths(root)
@@ -283,11 +338,18 @@ def generate_world_dataset(
     umask = current_umask()
 
     rng = np.random.default_rng(seed)
-    groups, covered = _design_groups(categories, num_rare, num_frequent, rng)
+    groups, covered = _design_groups(categories, num_rare, num_frequent, rng, novel_only_shapes)
     targets = _target_image_counts(groups, num_train_images, rare_max_train_images, rng)
+    train_objects = _assign_train_objects(targets, num_train_images, rng)
     split_objects = {
-        "train": _assign_train_objects(targets, num_train_images, rng),
+        "train": train_objects,
         "val": _assign_val_objects(num_categories, num_val_images, rng),
+    }
+    unannotated_objects = {
+        "train": _assign_unannotated_novel(
+            train_objects, [i for i, g in enumerate(groups) if g == "r"], float(unannotated_novel_share), rng
+        ),
+        "val": [[] for _ in range(num_val_images)],
     }
     parameters = {
         "num_train_images": num_train_images,
@@ -299,6 +361,8 @@ def generate_world_dataset(
         "num_rare": num_rare,
         "num_frequent": num_frequent,
         "rare_max_train_images": rare_max_train_images,
+        "novel_only_shapes": list(novel_only_shapes),
+        "unannotated_novel_share": float(unannotated_novel_share),
         "version": _DATASET_VERSION,
     }
 
@@ -306,13 +370,14 @@ def generate_world_dataset(
     next_image_id, next_annotation_id = 1, 1
     for split in ("train", "val"):
         images, annotations = [], []
-        for objects in split_objects[split]:
+        for objects, unannotated in zip(split_objects[split], unannotated_objects[split]):
             image_id = next_image_id
             next_image_id += 1
             file_name = f"{image_id:012d}.jpg"
-            pixels, drawn = render_scene([categories[c] for c in objects], height, width, rng)
+            # the unannotated objects are drawn last, so the annotated ones keep their order in `drawn`
+            pixels, drawn = render_scene([categories[c] for c in objects + unannotated], height, width, rng)
             _write_jpeg(os.path.join(paths[f"{split}_images"], file_name), pixels, jpeg_quality, umask)
-            present = sorted({c + 1 for c in objects})
+            present = sorted({c + 1 for c in objects + unannotated})
             images.append({
                 "id": image_id,
                 "file_name": file_name,
@@ -351,7 +416,8 @@ def generate_world_dataset(
             f"Generated dataset is not long-tailed as designed: categories without val instances "
             f"{missing_val}, train image counts {train_image_counts}."
         )
-    covered = rare_attribute_coverage(categories, frequencies)
+    covered = rare_attribute_coverage(categories, frequencies, novel_only_shapes)
+    num_unannotated_images = sum(1 for u in unannotated_objects["train"] if u)
 
     # As in LVIS v1, both jsons carry the same category records with the TRAINING statistics
     # (image_count / instance_count / frequency): evaluation tools sort and group categories by them.
@@ -377,6 +443,7 @@ def generate_world_dataset(
                 "version": _DATASET_VERSION,
                 "generator": parameters,
                 "rare_attribute_coverage": covered,
+                "unannotated_novel_images": num_unannotated_images if split == "train" else 0,
             },
             "licenses": [],
             "images": images,
@@ -387,18 +454,30 @@ def generate_world_dataset(
         atomic_write_text(paths[f"{split}_json"], json.dumps(data, separators=(",", ":")))
 
     logger.info(
-        "Generated the world's detection dataset at %s: %d train / %d val images, %d categories (r/c/f = %d/%d/%d).",
+        "Generated the world's detection dataset at %s: %d train / %d val images, %d categories (r/c/f = %d/%d/%d), "
+        "novel-only shapes %s, %d training images with an unannotated novel object.",
         paths["root"], num_train_images, num_val_images, num_categories,
-        frequencies.count("r"), frequencies.count("c"), frequencies.count("f"),
+        frequencies.count("r"), frequencies.count("c"), frequencies.count("f"), list(novel_only_shapes),
+        num_unannotated_images,
     )
-    return _result(paths, categories, frequencies, train_image_counts, covered)
+    return _result(paths, categories, frequencies, train_image_counts, covered, novel_only_shapes,
+                   num_unannotated_images)
 
 
-def _result(paths, categories, frequencies, train_image_counts, covered):
+def _check_novel_only_shapes(novel_only_shapes):
+    shapes = tuple(novel_only_shapes or ())
+    unknown = [s for s in shapes if s not in SHAPES]
+    if unknown:
+        raise ValueError(f"novel_only_shapes {unknown} are not shapes of the world; known: {SHAPES}.")
+    return shapes
+
+
+def _result(paths, categories, frequencies, train_image_counts, covered, novel_only_shapes, unannotated_images):
     return dict(
         paths, class_names=[object_name(t) for t in categories], frequencies=list(frequencies),
         train_image_counts=list(train_image_counts), categories=[tuple(t) for t in categories],
-        attribute_coverage=bool(covered),
+        attribute_coverage=bool(covered), novel_only_shapes=tuple(novel_only_shapes),
+        unannotated_novel_images=int(unannotated_images),
     )
 
 
@@ -436,6 +515,8 @@ def ensure_world_dataset(root, **kwargs):
         wanted["num_rare"], wanted["num_frequent"] = _resolve_design(
             wanted["num_categories"], wanted["num_rare"], wanted["num_frequent"]
         )
+        wanted["novel_only_shapes"] = list(_check_novel_only_shapes(wanted["novel_only_shapes"]))
+        wanted["unannotated_novel_share"] = float(wanted["unannotated_novel_share"])
         wanted["version"] = _DATASET_VERSION
         images_present = all(
             os.path.isfile(os.path.join(paths["train_images"], img["file_name"])) for img in train["images"]
@@ -445,6 +526,7 @@ def ensure_world_dataset(root, **kwargs):
             triples = [tuple(c["name"].split()) for c in categories]
             return _result(
                 paths, triples, [c["frequency"] for c in categories], [c["image_count"] for c in categories],
-                train["info"].get("rare_attribute_coverage", False),
+                train["info"].get("rare_attribute_coverage", False), existing["novel_only_shapes"],
+                train["info"].get("unannotated_novel_images", 0),
             )
     return generate_world_dataset(root, **kwargs)

@@ -12,7 +12,12 @@ from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from ..predictor import GridCLIPPredictor
 
-__all__ = ["novel_first", "visualize_novel_detections"]
+__all__ = ["novel_first", "with_label_margin", "visualize_novel_detections"]
+
+#: the drawings' scale and the white margin (in image pixels: right, bottom) that keeps every label whole
+#: (Detectron2's Visualizer writes a box's name rightwards from its corner and clips it at the image edge)
+DRAW_SCALE = 3.0
+LABEL_MARGIN = (80, 12)
 
 logger = logging.getLogger("gridclip.embedded_default")
 
@@ -27,11 +32,22 @@ def novel_first(dataset_dicts, metadata):
     return sorted(dataset_dicts, key=lambda r: -num_novel(r))
 
 
-def visualize_novel_detections(cfg, config_file, opts, weights, output_dir, num_images, threshold):
+def with_label_margin(image_rgb, margin=LABEL_MARGIN):
+    """``image_rgb`` (H, W, 3 uint8) on a white canvas ``margin`` = (right, bottom) pixels larger: the boxes keep
+    their coordinates, and a label that runs past the image stays legible instead of being cut."""
+    right, bottom = margin
+    canvas = np.full((image_rgb.shape[0] + bottom, image_rgb.shape[1] + right, 3), 255, dtype=np.uint8)
+    canvas[: image_rgb.shape[0], : image_rgb.shape[1]] = image_rgb
+    return canvas
+
+
+def visualize_novel_detections(cfg, config_file, opts, weights, output_dir, num_images, threshold,
+                               one_name_iou=None):
     """
     Side-by-side ground truth | detections of ``num_images`` images of ``cfg.DATASETS.TEST[0]`` (those
     with novel categories first), drawn by a :class:`GridCLIPPredictor` of ``config_file`` + ``opts``
-    with ``weights``, into ``output_dir/<image>.png``.
+    with ``weights``, into ``output_dir/<image>.png``; with ``one_name_iou``, one name per object
+    (:meth:`gridclip.predictor.Detections.one_name_per_object` at that IoU).
 
     Returns:
         (list[str], dict): the written paths, and {image name: novel class names detected}.
@@ -47,15 +63,17 @@ def visualize_novel_detections(cfg, config_file, opts, weights, output_dir, num_
     os.makedirs(output_dir, exist_ok=True)
     dataset_dicts = novel_first(DatasetCatalog.get(dataset_name), metadata)[:num_images]
     results = predictor.predict([d["file_name"] for d in dataset_dicts], batch_size=8)
+    if one_name_iou is not None:
+        results = [detections.one_name_per_object(one_name_iou) for detections in results]
     written, novel_found = [], {}
     for record, detections in zip(dataset_dicts, results):
-        image_rgb = cv2.imread(record["file_name"])[:, :, ::-1]
+        image_rgb = with_label_margin(cv2.imread(record["file_name"])[:, :, ::-1])
         # Boxes and names only: the generated annotations' polygons would repaint the objects.
         boxes_only = dict(record, annotations=[
             {k: v for k, v in a.items() if k != "segmentation"} for a in record.get("annotations", [])
         ])
-        truth = Visualizer(image_rgb, metadata, scale=2.0).draw_dataset_dict(boxes_only).get_image()
-        predicted = Visualizer(image_rgb, metadata, scale=2.0, instance_mode=ColorMode.IMAGE)
+        truth = Visualizer(image_rgb, metadata, scale=DRAW_SCALE).draw_dataset_dict(boxes_only).get_image()
+        predicted = Visualizer(image_rgb, metadata, scale=DRAW_SCALE, instance_mode=ColorMode.IMAGE)
         predicted = predicted.draw_instance_predictions(detections.to_instances()).get_image()
         separator = np.full((truth.shape[0], 4, 3), 255, dtype=np.uint8)
         name = os.path.basename(record["file_name"]).rsplit(".", 1)[0]
