@@ -46,6 +46,7 @@ BAD_RUN_VALUES = [
     ("SOLVER.MAX_ITER", "0", "an integer >= 1"),
     ("DATALOADER.NUM_WORKERS", "-1", "an integer >= 0"),
     ("SOLVER.CHECKPOINT_PERIOD", "0", "an integer >= 1"),
+    ("MODEL.GRIDCLIP.TEACHER.INPUT_SIZE", "-64", "an integer >= 0"),
 ]
 
 

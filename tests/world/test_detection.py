@@ -237,6 +237,18 @@ def test_cli_writes_the_dataset(tmp_path, repo_root):
     assert len(train["images"]) == 120 and len(train["categories"]) == 6
     assert train["info"]["generator"]["image_size"] == [64, 64]
     assert "rare" in result.stdout and str(root) in result.stdout
+    assert train["info"]["generator"]["novel_only_shapes"] == ["cross"] and "novel-only shapes: cross" in result.stdout
+    # world v2's design from the command line: no novel-only shape, no unannotated novel objects
+    plain = subprocess.run(
+        [sys.executable, os.path.join(repo_root, "datasets", "generate_world.py"), "--root", str(tmp_path / "plain"),
+         "--num-train-images", "120", "--num-val-images", "4", "--image-size", "64", "--num-categories", "6",
+         "--novel-only-shapes", "--unannotated-novel-share", "0"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert plain.returncode == 0, plain.stderr
+    info = _load(tmp_path / "plain" / "annotations" / "lvis_v1_train.json")["info"]
+    assert info["generator"]["novel_only_shapes"] == [] and info["unannotated_novel_images"] == 0
+    assert "0 train images also show an unannotated novel object" in plain.stdout
 
 
 def test_val_categories_carry_training_statistics(world_dataset):

@@ -75,6 +75,8 @@ MODEL_CHECKS = (
 
 #: checked in addition for a run (``tools/train_net.py``: training or evaluation)
 RUN_CHECKS = (
+    ("MODEL.GRIDCLIP.TEACHER.INPUT_SIZE", _int_at_least(0),
+     "an integer >= 0 (the side of the teacher's square input, a multiple of its stride; 0 = its model's own)"),
     ("SOLVER.IMS_PER_BATCH", _int_at_least(1), "an integer >= 1 (images per batch, all processes)"),
     ("SOLVER.MAX_ITER", _int_at_least(1), "an integer >= 1"),
     ("SOLVER.BASE_LR", _in(0.0, _INF, low_open=True), "a finite number > 0"),
