@@ -261,7 +261,7 @@ def test_corrupt_world_dataset_annotations_are_generated_again(tmp_path, caplog)
 def test_ablation_runs_are_reused_only_with_the_settings_that_made_them(tmp_path, monkeypatch):
     config = os.path.join(REPO_ROOT, "configs", "world", "GridCLIP-World-Pretrained.yaml")
     names = {"train_base": "w_train_base", "val": "w_val", "val_base": "w_val_base"}
-    monkeypatch.setattr(ablations, "prepare_world", lambda world, need_teacher=True: (names, []))
+    monkeypatch.setattr(ablations, "prepare_world", lambda world, need_teacher=True, teacher=None: (names, []))
     monkeypatch.setattr(ablations, "_launch", lambda *a: pytest.fail("a finished run was trained again"))
     out = str(tmp_path)
     _, _, key = ablations.run_settings(out, config, "both", 0, ["SOLVER.MAX_ITER", "300"])
