@@ -186,9 +186,9 @@ def _train_random_init_child(result_json, config_file, opts):
 class RandomInitRun:
     """
     The random-init run of the embedded default, trained in a child process (one torch thread) on the
-    core the pretrained CLIPs leave free: :meth:`start` is called once the teacher CLIP is ready (the
-    shorter pretraining), so it runs beside the rest of the backbone CLIP's pretraining and the pretrained
-    run; its metrics are cached by :func:`random_init_cache_path`.
+    core the pretrained CLIPs leave free: :meth:`start` is called once the first CLIP is ready (the
+    shorter pretraining, the backbone's), so it runs beside the rest of the teacher's pretraining and the
+    pretrained run; its metrics are cached by :func:`random_init_cache_path`.
     """
 
     def __init__(self, config_file, opts, output_dir, data_json, use_cache=True, naming_threshold=None):
@@ -297,11 +297,8 @@ def run_embedded_default(config_file, random_init_config_file, output_dir="", nu
         random_init_config_file, opts, output_dir, paths["train_json"], use_cache=random_init_cache,
         naming_threshold=vis_threshold)
 
-    started = []
-
-    def on_ready(name, entry):  # the shorter pretraining (the backbone's) frees a core first
-        if random_run is not None and not started:
-            started.append(name)
+    def on_ready(name, entry):  # the first (shorter: the backbone's) pretraining frees a core; start() runs once
+        if random_run is not None:
             random_run.start()
 
     try:
