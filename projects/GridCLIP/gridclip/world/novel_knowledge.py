@@ -27,9 +27,6 @@ import torch.nn.functional as F
 
 __all__ = ["grid_embedding_accuracy", "attention_pool_accuracy", "novel_knowledge"]
 
-_GROUPS = ("base", "novel", "novel_only_shape")
-
-
 def _groups_of(category, frequencies, novel_only_shapes):
     """The groups a category (``name``) counts in: base or novel, and novel-only shape."""
     groups = ["novel" if frequencies[category["name"]] == "r" else "base"]
@@ -125,7 +122,6 @@ def novel_knowledge(config_file, weights, val_json, image_root, opts=(), novel_o
     names = [c["name"] for c in sorted(gt["categories"], key=lambda c: c["id"])]
     predictor = GridCLIPPredictor(config_file, weights=weights or None, vocabulary=names,
                                   opts=list(opts) + ["MODEL.DEVICE", "cpu"], confidence_threshold=0.05)
-    predictor.model.eval()
     return {
         "grid_embedding_at_gt_boxes": (grid_embedding_accuracy(predictor, gt, image_root, novel_only_shapes)
                                        if weights else None),
