@@ -260,7 +260,8 @@ def test_corrupt_world_dataset_annotations_are_generated_again(tmp_path, caplog)
 # ----------------------------------------------------------------------------------------- keyed reuse
 def test_ablation_runs_are_reused_only_with_the_settings_that_made_them(tmp_path, monkeypatch):
     config = os.path.join(REPO_ROOT, "configs", "world", "GridCLIP-World-Pretrained.yaml")
-    names = {"train_base": "w_train_base", "val": "w_val", "val_base": "w_val_base"}
+    names = {"train_base": "w_train_base", "val": "w_val", "val_base": "w_val_base",
+                "val_large": "w_val_large", "val_large_base": "w_val_large_base"}
     monkeypatch.setattr(ablations, "prepare_world", lambda world, need_teacher=True, teacher=None: (names, []))
     monkeypatch.setattr(ablations, "_launch", lambda *a: pytest.fail("a finished run was trained again"))
     out = str(tmp_path)

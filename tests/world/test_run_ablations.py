@@ -86,7 +86,8 @@ def test_evidence_rows_are_opt_in_and_compared_with_grid_only(monkeypatch, tmp_p
             opts += ["MODEL.GRIDCLIP.TEACHER.MODEL_NAME", teacher, "MODEL.GRIDCLIP.TEACHER.INPUT_SIZE", "128"]
         if need_teacher:
             opts += ["MODEL.GRIDCLIP.TEACHER.PRETRAINED", f"{teacher or 'default'}.safetensors"]
-        return {"train_base": "w_train_base", "val": "w_val", "val_base": "w_val_base"}, opts
+        return {"train_base": "w_train_base", "val": "w_val", "val_base": "w_val_base",
+                "val_large": "w_val_large", "val_large_base": "w_val_large_base"}, opts
 
     monkeypatch.setattr(ablations, "prepare_world", fake_prepare)
     monkeypatch.setattr(ablations, "settings_key", lambda *a: "key")
@@ -99,3 +100,21 @@ def test_evidence_rows_are_opt_in_and_compared_with_grid_only(monkeypatch, tmp_p
     assert "MODEL.GRIDCLIP.TEACHER.PRETRAINED" not in grid  # grid-only trains no teacher
     assert both[both.index("MODEL.GRIDCLIP.TEACHER.PRETRAINED") + 1] == "default.safetensors"
     assert set(calls) == {("square", True, "GridCLIP-World-ViT"), ("square", False, None), ("square", True, None)}
+
+
+def test_runs_are_tested_on_the_large_evaluation_split_unless_asked_otherwise(monkeypatch, tmp_path):
+    """Table rows read the 1,200-image evaluation split by default (the power to resolve 2 AP_r points);
+    --test-split val gives make demo's val split; the split is part of the settings key."""
+    from gridclip.world import ablations
+
+    names = {"train_base": "w_train_base", "val": "w_val", "val_base": "w_val_base",
+             "val_large": "w_val_large", "val_large_base": "w_val_large_base"}
+    monkeypatch.setattr(ablations, "prepare_world", lambda world, need_teacher=True, teacher=None: (names, []))
+    config = os.path.join(REPO, "configs", "world", "GridCLIP-World-Pretrained.yaml")
+    opts, datasets, key = ablations.run_settings(str(tmp_path), config, "both", 0)
+    assert datasets == {ablations.CLOSED: "w_val_large_base", ablations.OPEN: "w_val_large"}
+    assert opts[opts.index("DATASETS.TEST") + 1] == "('w_val_large_base', 'w_val_large')"
+    _, small, small_key = ablations.run_settings(str(tmp_path), config, "both", 0, test_split="val")
+    assert small == {ablations.CLOSED: "w_val_base", ablations.OPEN: "w_val"} and small_key != key
+    proc = subprocess.run([sys.executable, TOOL, "--test-split", "test"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--test-split" in proc.stderr and "Traceback" not in proc.stderr

@@ -9,6 +9,7 @@ and GridCLIP is trained and evaluated on long-tailed LVIS-format detection data 
 - :mod:`.render`: objects on cluttered backgrounds;
 - :mod:`.detection`: long-tailed LVIS v1-format detection splits (rare = novel categories, a novel-only
   shape, unannotated novel objects in a quarter of the training images);
+- :mod:`.evaluation_split`: the large held-out evaluation split the ablations are tested on;
 - :mod:`.datasets`: their registration in Detectron2's catalogs (``world_v1_train_base``, ``world_v1_val``, ...);
 - :mod:`.captions`: the caption corpus (all 192 objects) and held-out zero-shot images;
 - :mod:`.pretraining`: contrastive pretraining of mini-CLIPs on the corpus (open_clip's ``ClipLoss``),

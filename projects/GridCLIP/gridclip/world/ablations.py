@@ -6,12 +6,14 @@ command line.
 
 Every training run is the base config (configs/world/GridCLIP-World-Pretrained.yaml) plus its switches,
 trained on the base classes (rare annotations removed) without multi-scale or crop, as the paper's
-ablations. A table row is one run read under one protocol:
+ablations. Runs are tested on the world's large evaluation split (``test_split`` :data:`.evaluation_split.EVAL_SPLIT`,
+1,200 images: the 120-image val split of ``make demo`` cannot resolve a 2-point AP_r difference; docs/WORLD.md
+"Statistical power"), or on the val split (``test_split="val"``). A table row is one run read under one protocol:
 
-- Table 4, closed set: ``world_v1_val_base`` (val, base classes): ``T4-wo-align`` (plain FCOS
-  classifier, no image head), ``T4-R50star-wo-align`` (no attention pool), ``T4-grid-align``,
-  ``T4-image-align``, ``T4-both`` (GridCLIP);
-- Table 5, open set: ``world_v1_val`` with all classes: ``T5-grid-align``, ``T5-both`` — the
+- Table 4, closed set (:data:`CLOSED`): the test split with the base classes (``world_v1_val_large_base``):
+  ``T4-wo-align`` (plain FCOS classifier, no image head), ``T4-R50star-wo-align`` (no attention pool),
+  ``T4-grid-align``, ``T4-image-align``, ``T4-both`` (GridCLIP);
+- Table 5, open set (:data:`OPEN`): the test split with all classes (``world_v1_val_large``): ``T5-grid-align``, ``T5-both`` — the
   same two trainings as T4-grid-align / T4-both ("two models from Table 4", paper §4.3), each
   evaluated once per protocol. So the 7 rows are 5 trainings per seed.
 - opt-in, when the config has MODEL.GRIDCLIP.TEACHER.INPUT: ``T5-both-letterbox`` /
@@ -41,15 +43,19 @@ import time
 from ..file_io import atomic_write_json, atomic_write_text, digest_json, read_json
 from .datasets import WORLD_DATASET_NAME, register_world_datasets, world_dataset_root
 from .detection import DEFAULT_GENERATOR_ARGS, ensure_world_dataset
+from .evaluation_split import EVAL_SPLIT, EVAL_SPLIT_IMAGES, ensure_eval_split
 from .pretraining import BACKBONE_CLIP, TEACHER_CLIP, TEACHER_INPUT_SIZE, VIT_TEACHER_CLIP, ensure_world_clips
 
 __all__ = ["StaleRunError", "run_settings", "settings_key", "RUNS", "ROWS", "TEACHER_INPUT_ROWS", "EVIDENCE_ROWS",
-           "RUN_TEACHERS", "all_rows", "describe_rows", "run_ablations", "summarize"]
+           "RUN_TEACHERS", "TEST_SPLITS", "all_rows", "describe_rows", "run_ablations", "summarize"]
 
 METRICS = ("AP", "APr", "APc", "APf")
 _OFF = ["MODEL.GRIDCLIP.GRID_ALIGN", "False", "MODEL.GRIDCLIP.IMAGE_ALIGN", "False"]
-#: the two test protocols: closed set = val with the base classes; open set = val with all classes
+#: the two test protocols (the keys of a run's metrics): closed set = the test split with the base classes;
+#: open set = the test split with all classes
 CLOSED, OPEN = "val_base", "val"
+#: the splits runs can be tested on: the large evaluation split (default) or make demo's val split
+TEST_SPLITS = (EVAL_SPLIT, "val")
 _CHILD_MODULE = "gridclip.world.ablations"  # run with -m for one training run
 
 #: training run -> (options over the base config, test sets it is evaluated on, world). Every run trains
@@ -92,7 +98,7 @@ EVIDENCE_ROWS = {
     "T5-both-self-teacher": ("T5-evidence", "both-self-teacher", OPEN, {}),
 }
 #: version of :func:`settings_key` (bump when what a run's numbers depend on changes)
-_SETTINGS_VERSION = 1
+_SETTINGS_VERSION = 2  # 2: the test split is part of the key
 
 
 class StaleRunError(ValueError):
@@ -144,7 +150,7 @@ def describe_rows():
 def prepare_world(world, need_teacher=True, teacher=None):
     """
     Generate/register the world's detection data ("square": ``world``, "wide": the 4:3 ``world_wide``)
-    and pretrain/load the mini-CLIPs.
+    with its large evaluation split, and pretrain/load the mini-CLIPs.
 
     Args:
         teacher (str or None): a world CLIP to use as teacher instead of the config's (:data:`RUN_TEACHERS`).
@@ -156,6 +162,7 @@ def prepare_world(world, need_teacher=True, teacher=None):
     generator_args = dict(DEFAULT_GENERATOR_ARGS, image_size=WIDE_IMAGE_SIZE) if world == "wide" else DEFAULT_GENERATOR_ARGS
     root = world_dataset_root(prefix)
     ensure_world_dataset(root, **generator_args)
+    ensure_eval_split(root)
     names = register_world_datasets(root, prefix=prefix)
     teacher_name = teacher or TEACHER_CLIP
     models = tuple(dict.fromkeys((BACKBONE_CLIP, teacher_name) if need_teacher else (BACKBONE_CLIP,)))
@@ -173,12 +180,20 @@ def _run_dir(output_dir, run, seed):
     return os.path.join(output_dir, run, f"seed{seed}")
 
 
-def run_settings(output_dir, config_file, run, seed, opts=(), prepared=None):
+def _test_dataset(names, protocol, test_split):
+    """The registered dataset of ``protocol`` (:data:`CLOSED` / :data:`OPEN`) on ``test_split``."""
+    if test_split not in TEST_SPLITS:
+        raise ValueError(f"test split must be one of {TEST_SPLITS}, got {test_split!r}")
+    return names[test_split + ("_base" if protocol == CLOSED else "")]
+
+
+def run_settings(output_dir, config_file, run, seed, opts=(), prepared=None, test_split=EVAL_SPLIT):
     """
     Everything one (run, seed) trains with: the option list, its test sets, and the key of its settings.
 
     Args:
         prepared (dict or None): a memo of :func:`prepare_world` results {(world, need_teacher, teacher): result}.
+        test_split (str): one of :data:`TEST_SPLITS`.
 
     Returns:
         (list[str], dict, str): the options over ``config_file`` (OUTPUT_DIR last), {test set key: dataset
@@ -199,7 +214,7 @@ def run_settings(output_dir, config_file, run, seed, opts=(), prepared=None):
             prepared[(world, need_teacher, teacher)] = prepare_world(world, need_teacher=need_teacher, teacher=teacher)
         names, weight_opts = prepared[(world, need_teacher, teacher)]
     out = _run_dir(output_dir, run, seed)
-    datasets = {key: names[key] for key in test_sets}
+    datasets = {key: _test_dataset(names, key, test_split) for key in test_sets}
     run_all = list(weight_opts) + list(run_opts) + ["DATASETS.TRAIN", f"('{names['train_base']}',)",
                                                     "DATASETS.TEST", repr(tuple(datasets.values()))]
     if world == "wide":
@@ -207,33 +222,36 @@ def run_settings(output_dir, config_file, run, seed, opts=(), prepared=None):
         run_all += ["INPUT.MIN_SIZE_TRAIN", f"({h},)", "INPUT.MAX_SIZE_TRAIN", str(w),
                     "INPUT.MIN_SIZE_TEST", str(h), "INPUT.MAX_SIZE_TEST", str(w)]
     run_all += list(opts) + ["SEED", str(seed), "OUTPUT_DIR", out]
-    return run_all, datasets, settings_key(config_file, run_all, world)
+    return run_all, datasets, settings_key(config_file, run_all, world, test_split)
 
 
-def settings_key(config_file, run_opts, world):
+def settings_key(config_file, run_opts, world, test_split=EVAL_SPLIT):
     """
     A hash of the settings a training run's metrics depend on: its full config (``config_file`` +
     ``run_opts``, OUTPUT_DIR left out; CLIP weights files are named by paths that hash their training
-    arguments) and the generated world's arguments. Finished runs are reused only under the same key.
+    arguments), the generated world's arguments and the test split (with its size). Finished runs are
+    reused only under the same key.
     """
     from .training import load_run_config
 
     cfg = load_run_config(config_file, run_opts)
     cfg.OUTPUT_DIR = ""
     generator_args = dict(DEFAULT_GENERATOR_ARGS, image_size=WIDE_IMAGE_SIZE) if world == "wide" else DEFAULT_GENERATOR_ARGS
-    return digest_json([_SETTINGS_VERSION, cfg.dump(), world, generator_args], length=16)
+    split = [test_split, EVAL_SPLIT_IMAGES if test_split == EVAL_SPLIT else DEFAULT_GENERATOR_ARGS["num_val_images"]]
+    return digest_json([_SETTINGS_VERSION, cfg.dump(), world, generator_args, split], length=16)
 
 
-def single_run(output_dir, config_file, run, seed, opts=()):
+def single_run(output_dir, config_file, run, seed, opts=(), test_split=EVAL_SPLIT):
     """Train one run with one seed in this process, evaluate it on each of its test sets; writes metrics.json."""
     from .training import train_and_evaluate_all  # the engine: only the training process needs it
 
-    run_all, datasets, key = run_settings(output_dir, config_file, run, seed, opts)
+    run_all, datasets, key = run_settings(output_dir, config_file, run, seed, opts, test_split=test_split)
     out = _run_dir(output_dir, run, seed)
     start = time.perf_counter()
     cfg, results = train_and_evaluate_all(config_file, run_all)
     seconds = round(time.perf_counter() - start, 1)
     record = {"run": run, "seed": seed, "opts": run_all, "user_opts": list(opts), "settings_key": key,
+              "test_split": test_split, "test_datasets": datasets,
               "train_eval_seconds": seconds, "metrics": {}, "per_category_ap": {}}
     for name, dataset_name in datasets.items():
         record["metrics"][name] = {k: float(v) for k, v in results[dataset_name].items() if isinstance(v, (int, float))}
@@ -242,10 +260,10 @@ def single_run(output_dir, config_file, run, seed, opts=()):
     return 0
 
 
-def _launch(output_dir, config_file, run, seed, threads, opts):
+def _launch(output_dir, config_file, run, seed, threads, opts, test_split):
     out = _run_dir(output_dir, run, seed)
     os.makedirs(out, exist_ok=True)
-    cmd = [sys.executable, "-m", _CHILD_MODULE, run, str(seed), output_dir, config_file, *opts]
+    cmd = [sys.executable, "-m", _CHILD_MODULE, run, str(seed), output_dir, config_file, test_split, *opts]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     log = open(os.path.join(out, "run.log"), "w")
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log
@@ -387,13 +405,15 @@ def _plot_fig3(output_dir, rows, seeds, keys=None):
     return figures
 
 
-def run_ablations(rows, seeds, output_dir, config_file, jobs=0, opts=()):
+def run_ablations(rows, seeds, output_dir, config_file, jobs=0, opts=(), test_split=EVAL_SPLIT):
     """
     Train every (run, seed) the ``rows`` need that has no metrics yet, ``jobs`` processes at a time
-    (0: one per core), each with cores / jobs torch threads; then print and write the summary.
+    (0: one per core), each with cores / jobs torch threads, each tested on ``test_split`` (one of
+    :data:`TEST_SPLITS`); then print and write the summary.
 
     Returns:
-        int: 0, or 1 when a training run failed (its log is named). ValueError for unknown rows or jobs < 0.
+        int: 0, or 1 when a training run failed (its log is named). ValueError for unknown rows, jobs < 0
+        or an unknown test split.
     """
     defs = all_rows()
     rows = list(rows or ROWS)
@@ -402,6 +422,8 @@ def run_ablations(rows, seeds, output_dir, config_file, jobs=0, opts=()):
         raise ValueError(f"unknown rows {unknown}; known: {list(defs)}")
     if jobs < 0:
         raise ValueError(f"--jobs must be 0 (one per core) or positive, got {jobs}")
+    if test_split not in TEST_SPLITS:
+        raise ValueError(f"--test-split must be one of {list(TEST_SPLITS)}, got {test_split!r}")
     # Prepare data + pretrained CLIPs once, before parallel runs (no race on the caches); CLIPs missing
     # from the cache are pretrained both at once, one torch thread each (as make demo does).
     import torch
@@ -413,7 +435,8 @@ def run_ablations(rows, seeds, output_dir, config_file, jobs=0, opts=()):
     for world, teacher in sorted({(RUNS[run][2], RUN_TEACHERS.get(run) or "") for run in runs}):
         prepared[(world, True, teacher or None)] = prepare_world(world, teacher=teacher or None)
     # Finished runs count only when made with these settings (a mismatch is refused before any training).
-    keys = {(run, s): run_settings(output_dir, config_file, run, s, opts, prepared)[2] for s in seeds for run in runs}
+    keys = {(run, s): run_settings(output_dir, config_file, run, s, opts, prepared, test_split)[2]
+            for s in seeds for run in runs}
     todo = [(run, s) for s in seeds for run in runs if _read_run(output_dir, run, s, keys[(run, s)]) is None]
     cores = os.cpu_count() or 1
     jobs = jobs or cores
@@ -424,7 +447,7 @@ def run_ablations(rows, seeds, output_dir, config_file, jobs=0, opts=()):
     while todo or running:
         while todo and len(running) < jobs:
             run, seed = todo.pop(0)
-            proc, log = _launch(output_dir, config_file, run, seed, threads, opts)
+            proc, log = _launch(output_dir, config_file, run, seed, threads, opts, test_split)
             running.append((run, seed, proc, log))
             print(f"[ablations] started {run} seed {seed}", flush=True)
         time.sleep(2)
@@ -453,12 +476,12 @@ def run_ablations(rows, seeds, output_dir, config_file, jobs=0, opts=()):
 
 
 def _child_main(argv):
-    """One training run: RUN SEED OUTPUT_DIR CONFIG_FILE [KEY VALUE ...] (started by :func:`run_ablations`)."""
-    run, seed, output_dir, config_file, opts = argv[0], int(argv[1]), argv[2], argv[3], argv[4:]
+    """One training run: RUN SEED OUTPUT_DIR CONFIG_FILE TEST_SPLIT [KEY VALUE ...] (started by :func:`run_ablations`)."""
+    run, seed, output_dir, config_file, test_split, opts = argv[0], int(argv[1]), argv[2], argv[3], argv[4], argv[5:]
     if run not in RUNS:
         print(f"error: unknown run {run!r}; known: {list(RUNS)}", file=sys.stderr)
         return 2
-    return single_run(output_dir, config_file, run, seed, opts)
+    return single_run(output_dir, config_file, run, seed, opts, test_split)
 
 
 if __name__ == "__main__":
