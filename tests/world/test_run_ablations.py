@@ -118,3 +118,53 @@ def test_runs_are_tested_on_the_large_evaluation_split_unless_asked_otherwise(mo
     assert small == {ablations.CLOSED: "w_val_base", ablations.OPEN: "w_val"} and small_key != key
     proc = subprocess.run([sys.executable, TOOL, "--test-split", "test"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--test-split" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_each_run_is_evaluated_only_on_the_protocols_its_rows_read(monkeypatch, tmp_path):
+    """T5 rows alone: the shared trainings are evaluated open set only (one inference pass over the 1,200
+    images, not two) under the same settings key; asking for T4 later trains it again with both protocols."""
+    from gridclip.world import ablations
+
+    names = {"train_base": "w_train_base", "val": "w_val", "val_base": "w_val_base",
+             "val_large": "w_val_large", "val_large_base": "w_val_large_base"}
+    monkeypatch.setattr(ablations, "prepare_world", lambda world, need_teacher=True, teacher=None: (names, []))
+    config = os.path.join(REPO, "configs", "world", "GridCLIP-World-Pretrained.yaml")
+    out = str(tmp_path)
+    opts, datasets, key = ablations.run_settings(out, config, "both", 0, protocols=(ablations.OPEN,))
+    _, _, full_key = ablations.run_settings(out, config, "both", 0)
+    assert datasets == {ablations.OPEN: "w_val_large"} and key == full_key
+    assert opts[opts.index("DATASETS.TEST") + 1] == "('w_val_large',)"
+
+    launched = []
+
+    class Finished:
+        returncode = 0
+
+        def poll(self):
+            return 0
+
+    class Log:
+        name = "run.log"
+
+        def close(self):
+            pass
+
+    def fake_launch(output_dir, config_file, run, seed, threads, opts, test_split, protocols):
+        launched.append((run, tuple(protocols)))
+        run_key = ablations.run_settings(output_dir, config_file, run, seed, opts)[2]
+        metrics = {p: {"AP": 50.0, "APr": 30.0, "APc": 50.0, "APf": 60.0} for p in protocols}
+        folder = tmp_path / run / f"seed{seed}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "metrics.json").write_text(json.dumps({
+            "run": run, "seed": seed, "settings_key": run_key, "metrics": metrics, "train_eval_seconds": 1.0,
+            "per_category_ap": {p: str(folder / "missing.json") for p in protocols}}))
+        return Finished(), Log()
+
+    monkeypatch.setattr(ablations, "_launch", fake_launch)
+    monkeypatch.setattr(ablations.time, "sleep", lambda s: None)
+    assert ablations.run_ablations(["T5-grid-align", "T5-both"], [0], out, config, jobs=1) == 0
+    assert sorted(launched) == [("both", (ablations.OPEN,)), ("grid-align", (ablations.OPEN,))]
+    launched.clear()
+    assert ablations.run_ablations(["T5-both"], [0], out, config, jobs=1) == 0 and launched == []  # reused
+    assert ablations.run_ablations(["T4-both", "T5-both"], [0], out, config, jobs=1) == 0
+    assert launched == [("both", (ablations.CLOSED, ablations.OPEN))]

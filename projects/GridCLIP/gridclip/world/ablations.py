@@ -187,19 +187,25 @@ def _test_dataset(names, protocol, test_split):
     return names[test_split + ("_base" if protocol == CLOSED else "")]
 
 
-def run_settings(output_dir, config_file, run, seed, opts=(), prepared=None, test_split=EVAL_SPLIT):
+def run_settings(output_dir, config_file, run, seed, opts=(), prepared=None, test_split=EVAL_SPLIT, protocols=None):
     """
     Everything one (run, seed) trains with: the option list, its test sets, and the key of its settings.
 
     Args:
         prepared (dict or None): a memo of :func:`prepare_world` results {(world, need_teacher, teacher): result}.
         test_split (str): one of :data:`TEST_SPLITS`.
+        protocols (Iterable[str] or None): evaluate only these of the run's protocols (the ones the requested
+            rows read: each costs an inference pass over the test split); None: all of them. The settings key
+            does not depend on it (it is the key of the run with all its protocols).
 
     Returns:
         (list[str], dict, str): the options over ``config_file`` (OUTPUT_DIR last), {test set key: dataset
         name}, and :func:`settings_key` of the resulting config.
     """
-    run_opts, test_sets, world = RUNS[run]
+    run_opts, all_test_sets, world = RUNS[run]
+    test_sets = [p for p in all_test_sets if protocols is None or p in protocols]
+    if not test_sets:
+        raise ValueError(f"run {run} has none of the protocols {list(protocols)}; its protocols: {list(all_test_sets)}")
     all_opts = list(run_opts) + list(opts)
     image_align = "True"
     for i in range(len(all_opts) - 1):
@@ -214,15 +220,19 @@ def run_settings(output_dir, config_file, run, seed, opts=(), prepared=None, tes
             prepared[(world, need_teacher, teacher)] = prepare_world(world, need_teacher=need_teacher, teacher=teacher)
         names, weight_opts = prepared[(world, need_teacher, teacher)]
     out = _run_dir(output_dir, run, seed)
-    datasets = {key: _test_dataset(names, key, test_split) for key in test_sets}
-    run_all = list(weight_opts) + list(run_opts) + ["DATASETS.TRAIN", f"('{names['train_base']}',)",
-                                                    "DATASETS.TEST", repr(tuple(datasets.values()))]
-    if world == "wide":
-        h, w = WIDE_IMAGE_SIZE
-        run_all += ["INPUT.MIN_SIZE_TRAIN", f"({h},)", "INPUT.MAX_SIZE_TRAIN", str(w),
-                    "INPUT.MIN_SIZE_TEST", str(h), "INPUT.MAX_SIZE_TEST", str(w)]
-    run_all += list(opts) + ["SEED", str(seed), "OUTPUT_DIR", out]
-    return run_all, datasets, settings_key(config_file, run_all, world, test_split)
+    every_dataset = {key: _test_dataset(names, key, test_split) for key in all_test_sets}
+
+    def options(datasets):
+        run_all = list(weight_opts) + list(run_opts) + ["DATASETS.TRAIN", f"('{names['train_base']}',)",
+                                                        "DATASETS.TEST", repr(tuple(datasets.values()))]
+        if world == "wide":
+            h, w = WIDE_IMAGE_SIZE
+            run_all += ["INPUT.MIN_SIZE_TRAIN", f"({h},)", "INPUT.MAX_SIZE_TRAIN", str(w),
+                        "INPUT.MIN_SIZE_TEST", str(h), "INPUT.MAX_SIZE_TEST", str(w)]
+        return run_all + list(opts) + ["SEED", str(seed), "OUTPUT_DIR", out]
+
+    datasets = {key: every_dataset[key] for key in test_sets}
+    return options(datasets), datasets, settings_key(config_file, options(every_dataset), world, test_split)
 
 
 def settings_key(config_file, run_opts, world, test_split=EVAL_SPLIT):
@@ -241,11 +251,13 @@ def settings_key(config_file, run_opts, world, test_split=EVAL_SPLIT):
     return digest_json([_SETTINGS_VERSION, cfg.dump(), world, generator_args, split], length=16)
 
 
-def single_run(output_dir, config_file, run, seed, opts=(), test_split=EVAL_SPLIT):
-    """Train one run with one seed in this process, evaluate it on each of its test sets; writes metrics.json."""
+def single_run(output_dir, config_file, run, seed, opts=(), test_split=EVAL_SPLIT, protocols=None):
+    """Train one run with one seed in this process, evaluate it on each of its test sets (``protocols``: only
+    those); writes metrics.json."""
     from .training import train_and_evaluate_all  # the engine: only the training process needs it
 
-    run_all, datasets, key = run_settings(output_dir, config_file, run, seed, opts, test_split=test_split)
+    run_all, datasets, key = run_settings(output_dir, config_file, run, seed, opts, test_split=test_split,
+                                          protocols=protocols)
     out = _run_dir(output_dir, run, seed)
     start = time.perf_counter()
     cfg, results = train_and_evaluate_all(config_file, run_all)
@@ -260,10 +272,11 @@ def single_run(output_dir, config_file, run, seed, opts=(), test_split=EVAL_SPLI
     return 0
 
 
-def _launch(output_dir, config_file, run, seed, threads, opts, test_split):
+def _launch(output_dir, config_file, run, seed, threads, opts, test_split, protocols):
     out = _run_dir(output_dir, run, seed)
     os.makedirs(out, exist_ok=True)
-    cmd = [sys.executable, "-m", _CHILD_MODULE, run, str(seed), output_dir, config_file, test_split, *opts]
+    cmd = [sys.executable, "-m", _CHILD_MODULE, run, str(seed), output_dir, config_file, test_split,
+           ",".join(protocols), *opts]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     log = open(os.path.join(out, "run.log"), "w")
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log
@@ -290,6 +303,12 @@ def _read_run(output_dir, run, seed, key=None):
             "not reused. Use another --output-dir, or delete that run folder to train it again."
         )
     return record
+
+
+def _has_protocols(record, protocols):
+    """True if a finished run's record has the metrics of every one of ``protocols`` (a run trained for
+    other rows that lacks one is trained again, evaluated on what the rows now need)."""
+    return record is not None and all(p in record.get("metrics", {}) for p in protocols)
 
 
 def _row_result(output_dir, row, seed, keys=None):
@@ -431,13 +450,22 @@ def run_ablations(rows, seeds, output_dir, config_file, jobs=0, opts=(), test_sp
     torch.set_num_threads(1)
     start = time.perf_counter()
     runs = list(dict.fromkeys(defs[r][1] for r in rows))  # each training run once, in row order
+    # each run is evaluated only on the protocols the requested rows read (one inference pass each)
+    protocols = {run: tuple(p for p in RUNS[run][1] if any(defs[r][1:3] == (run, p) for r in rows)) for run in runs}
     prepared = {}
     for world, teacher in sorted({(RUNS[run][2], RUN_TEACHERS.get(run) or "") for run in runs}):
         prepared[(world, True, teacher or None)] = prepare_world(world, teacher=teacher or None)
     # Finished runs count only when made with these settings (a mismatch is refused before any training).
     keys = {(run, s): run_settings(output_dir, config_file, run, s, opts, prepared, test_split)[2]
             for s in seeds for run in runs}
-    todo = [(run, s) for s in seeds for run in runs if _read_run(output_dir, run, s, keys[(run, s)]) is None]
+    todo, evaluate = [], {}
+    for s in seeds:
+        for run in runs:
+            record = _read_run(output_dir, run, s, keys[(run, s)])
+            if not _has_protocols(record, protocols[run]):
+                todo.append((run, s))  # trained again: evaluated on what the rows need and what it had
+                had = record["metrics"] if record else {}
+                evaluate[(run, s)] = tuple(p for p in RUNS[run][1] if p in protocols[run] or p in had)
     cores = os.cpu_count() or 1
     jobs = jobs or cores
     threads = max(1, cores // jobs)
@@ -447,7 +475,7 @@ def run_ablations(rows, seeds, output_dir, config_file, jobs=0, opts=(), test_sp
     while todo or running:
         while todo and len(running) < jobs:
             run, seed = todo.pop(0)
-            proc, log = _launch(output_dir, config_file, run, seed, threads, opts, test_split)
+            proc, log = _launch(output_dir, config_file, run, seed, threads, opts, test_split, evaluate[(run, seed)])
             running.append((run, seed, proc, log))
             print(f"[ablations] started {run} seed {seed}", flush=True)
         time.sleep(2)
@@ -460,7 +488,7 @@ def run_ablations(rows, seeds, output_dir, config_file, jobs=0, opts=(), test_sp
                     record = _read_run(output_dir, run, seed, keys[(run, seed)])
                 except StaleRunError:  # the child recorded other settings than planned: a bug, not a result
                     record = None
-                if proc.returncode != 0 or record is None:
+                if proc.returncode != 0 or not _has_protocols(record, protocols[run]):
                     failed.append((run, seed))
                     print(f"[ablations] FAILED {run} seed {seed}: see {log.name}", flush=True)
                 else:
@@ -476,12 +504,14 @@ def run_ablations(rows, seeds, output_dir, config_file, jobs=0, opts=(), test_sp
 
 
 def _child_main(argv):
-    """One training run: RUN SEED OUTPUT_DIR CONFIG_FILE TEST_SPLIT [KEY VALUE ...] (started by :func:`run_ablations`)."""
-    run, seed, output_dir, config_file, test_split, opts = argv[0], int(argv[1]), argv[2], argv[3], argv[4], argv[5:]
+    """One training run: RUN SEED OUTPUT_DIR CONFIG_FILE TEST_SPLIT PROTOCOLS [KEY VALUE ...], PROTOCOLS
+    comma-separated (started by :func:`run_ablations`)."""
+    run, seed, output_dir, config_file, test_split = argv[0], int(argv[1]), argv[2], argv[3], argv[4]
+    protocols, opts = argv[5].split(","), argv[6:]
     if run not in RUNS:
         print(f"error: unknown run {run!r}; known: {list(RUNS)}", file=sys.stderr)
         return 2
-    return single_run(output_dir, config_file, run, seed, opts, test_split)
+    return single_run(output_dir, config_file, run, seed, opts, test_split, protocols)
 
 
 if __name__ == "__main__":
