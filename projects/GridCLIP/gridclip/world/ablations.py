@@ -428,7 +428,7 @@ def run_ablations(rows, seeds, output_dir, config_file, jobs=0, opts=(), test_sp
     """
     Train every (run, seed) the ``rows`` need that has no metrics yet, ``jobs`` processes at a time
     (0: one per core), each with cores / jobs torch threads, each tested on ``test_split`` (one of
-    :data:`TEST_SPLITS`); then print and write the summary.
+    :data:`TEST_SPLITS`) under the protocols the ``rows`` read of it; then print and write the summary.
 
     Returns:
         int: 0, or 1 when a training run failed (its log is named). ValueError for unknown rows, jobs < 0
