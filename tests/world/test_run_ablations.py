@@ -168,3 +168,53 @@ def test_each_run_is_evaluated_only_on_the_protocols_its_rows_read(monkeypatch, 
     assert ablations.run_ablations(["T5-both"], [0], out, config, jobs=1) == 0 and launched == []  # reused
     assert ablations.run_ablations(["T4-both", "T5-both"], [0], out, config, jobs=1) == 0
     assert launched == [("both", (ablations.CLOSED, ablations.OPEN))]
+
+
+def test_a_finished_run_is_evaluated_not_trained_again_on_a_protocol_it_lacks(monkeypatch, tmp_path):
+    """Asking for Table 4 after Table 5 evaluates each kept model_final.pth on the closed set (an inference
+    pass, not a training); its open-set numbers and settings stay; without a kept checkpoint it is trained."""
+    from gridclip.world import ablations, training
+
+    names = {"train_base": "w_train_base", "val": "w_val", "val_base": "w_val_base",
+             "val_large": "w_val_large", "val_large_base": "w_val_large_base"}
+    monkeypatch.setattr(ablations, "prepare_world", lambda world, need_teacher=True, teacher=None: (names, []))
+    config = os.path.join(REPO, "configs", "world", "GridCLIP-World-Pretrained.yaml")
+    out = str(tmp_path)
+    _, _, key = ablations.run_settings(out, config, "both", 0)
+    folder = tmp_path / "both" / "seed0"
+    folder.mkdir(parents=True)
+    open_metrics = {"AP": 57.0, "APr": 33.0, "APc": 62.0, "APf": 78.0}
+    (folder / "metrics.json").write_text(json.dumps({
+        "run": "both", "seed": 0, "settings_key": key, "train_eval_seconds": 100.0, "test_split": "val_large",
+        "test_datasets": {ablations.OPEN: "w_val_large"}, "metrics": {ablations.OPEN: open_metrics},
+        "per_category_ap": {ablations.OPEN: str(folder / "inference" / "w_val_large" / "per_category_ap.json")}}))
+    calls = []
+
+    def fake_evaluate(config_file, opts, weights):
+        calls.append(("evaluate", opts[opts.index("DATASETS.TEST") + 1], opts[opts.index("OUTPUT_DIR") + 1], weights))
+        return None, {"w_val_large_base": {"AP": 65.0, "APr": -100.0, "APc": 62.0, "APf": 78.0}}
+
+    def fake_train(config_file, opts):
+        calls.append(("train", opts[opts.index("DATASETS.TEST") + 1]))
+        return None, {"w_val_large_base": {"AP": 64.0}, "w_val_large": {"AP": 56.0}}
+
+    monkeypatch.setattr(training, "evaluate_all", fake_evaluate)
+    monkeypatch.setattr(training, "train_and_evaluate_all", fake_train)
+    (folder / "model_final.pth").write_bytes(b"kept")
+    assert ablations.single_run(out, config, "both", 0, protocols=(ablations.CLOSED, ablations.OPEN)) == 0
+    assert calls == [("evaluate", "('w_val_large_base',)", str(folder / "evaluation_val_base"),
+                      str(folder / "model_final.pth"))]
+    record = json.loads((folder / "metrics.json").read_text())
+    assert record["settings_key"] == key and record["train_eval_seconds"] == 100.0
+    assert record["metrics"][ablations.OPEN] == open_metrics and record["metrics"][ablations.CLOSED]["AP"] == 65.0
+    assert record["per_category_ap"][ablations.CLOSED].startswith(str(folder / "evaluation_val_base"))
+    assert ablations._has_protocols(record, (ablations.CLOSED, ablations.OPEN))
+
+    calls.clear()  # nothing lacking: nothing done
+    assert ablations.single_run(out, config, "both", 0, protocols=(ablations.CLOSED,)) == 0 and calls == []
+    record["metrics"].pop(ablations.CLOSED)
+    (folder / "metrics.json").write_text(json.dumps(record))
+    (folder / "model_final.pth").unlink()  # no kept checkpoint: trained again with both protocols
+    assert ablations.single_run(out, config, "both", 0, protocols=(ablations.CLOSED, ablations.OPEN)) == 0
+    assert calls == [("train", "('w_val_large_base', 'w_val_large')")]
+    assert json.loads((folder / "metrics.json").read_text())["metrics"][ablations.OPEN]["AP"] == 56.0

@@ -331,3 +331,22 @@ def test_novel_knowledge_measures_what_the_pretrained_clip_brings(runs, small_wo
     assert grid["base"]["top1"] > 3 / 16 and pool["base"]["top1"] > 2 / 16, results
     assert grid["base"]["top1"] > results["random_init"]["grid_embedding_at_gt_boxes"]["base"]["top1"] + 0.15, results
     assert untrained["grid_embedding_at_gt_boxes"] is None and untrained["attention_pool"]["novel"]["objects"] == 3 * 4
+
+
+def test_kept_checkpoints_are_evaluated_as_train_net_eval_only_does(runs, small_world, world_clips, tmp_path):
+    # gridclip.world.training.evaluate_all (the ablation runner's way of adding a protocol to a finished run)
+    # evaluates a kept model_final.pth on the LVIS protocol: the pretrained run beats the random-init run
+    # on the novel categories, and the per-category AP lands under the evaluation's own OUTPUT_DIR.
+    from gridclip.world.training import evaluate_all
+
+    _, names = small_world
+    results = {}
+    for run, config, extra in (("pretrained", PRETRAINED_CONFIG, world_clips.opts()), ("random_init", RANDOM_CONFIG, [])):
+        weights = os.path.join(runs[run][0].OUTPUT_DIR, "model_final.pth")
+        out = tmp_path / run
+        opts = SCHEDULE + extra + ["DATASETS.TEST", f"('{names['val']}',)", "OUTPUT_DIR", str(out)]
+        _, by_dataset = evaluate_all(config, opts, weights)
+        results[run] = by_dataset[names["val"]]
+        assert (out / "inference" / names["val"] / "per_category_ap.json").is_file()
+    print(f"evaluate_all: {results}")
+    assert results["pretrained"]["APr"] > results["random_init"]["APr"] + 5, results

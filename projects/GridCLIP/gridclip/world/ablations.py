@@ -252,24 +252,63 @@ def settings_key(config_file, run_opts, world, test_split=EVAL_SPLIT):
 
 
 def single_run(output_dir, config_file, run, seed, opts=(), test_split=EVAL_SPLIT, protocols=None):
-    """Train one run with one seed in this process, evaluate it on each of its test sets (``protocols``: only
-    those); writes metrics.json."""
-    from .training import train_and_evaluate_all  # the engine: only the training process needs it
+    """
+    Train one run with one seed in this process, evaluate it on each of its test sets (``protocols``: only
+    those); writes metrics.json. A finished run of the same settings that lacks some of ``protocols`` and
+    kept its ``model_final.pth`` is not trained again: the checkpoint is evaluated on what it lacks
+    (outputs under ``<run>/seed<k>/evaluation_<protocols>/``) and the metrics are added to its record.
+    """
+    from .training import evaluate_all, train_and_evaluate_all  # the engine: only the training process needs it
 
     run_all, datasets, key = run_settings(output_dir, config_file, run, seed, opts, test_split=test_split,
                                           protocols=protocols)
     out = _run_dir(output_dir, run, seed)
-    start = time.perf_counter()
-    cfg, results = train_and_evaluate_all(config_file, run_all)
-    seconds = round(time.perf_counter() - start, 1)
-    record = {"run": run, "seed": seed, "opts": run_all, "user_opts": list(opts), "settings_key": key,
-              "test_split": test_split, "test_datasets": datasets,
-              "train_eval_seconds": seconds, "metrics": {}, "per_category_ap": {}}
+    earlier = _evaluable_run(output_dir, run, seed, key)
+    if earlier is not None:
+        missing = [name for name in datasets if name not in earlier["metrics"]]
+        if not missing:
+            return 0
+        eval_opts, missing_sets, _ = run_settings(output_dir, config_file, run, seed, opts, test_split=test_split,
+                                                  protocols=missing)
+        eval_dir = os.path.join(out, "evaluation_" + "_".join(missing))
+        eval_opts = eval_opts[:-2] + ["OUTPUT_DIR", eval_dir]  # run_settings puts OUTPUT_DIR last
+        start = time.perf_counter()
+        _, results = evaluate_all(config_file, eval_opts, os.path.join(out, "model_final.pth"))
+        record = dict(earlier)
+        record["evaluation_seconds"] = dict(record.get("evaluation_seconds", {}),
+                                            **{name: round(time.perf_counter() - start, 1) for name in missing})
+        record["test_datasets"] = dict(record.get("test_datasets", {}), **missing_sets)
+        _add_metrics(record, missing_sets, results, eval_dir)
+    else:
+        start = time.perf_counter()
+        cfg, results = train_and_evaluate_all(config_file, run_all)
+        seconds = round(time.perf_counter() - start, 1)
+        record = {"run": run, "seed": seed, "opts": run_all, "user_opts": list(opts), "settings_key": key,
+                  "test_split": test_split, "test_datasets": datasets,
+                  "train_eval_seconds": seconds, "metrics": {}, "per_category_ap": {}}
+        _add_metrics(record, datasets, results, out)
+    atomic_write_json(os.path.join(out, "metrics.json"), record, indent=1)  # last: a run with metrics.json is complete
+    return 0
+
+
+def _add_metrics(record, datasets, results, out):
+    """Put the LVIS numbers of ``results`` {dataset name: results} for each test set of ``datasets``
+    {test set key: dataset name} into ``record``, with the path of its per-category AP under ``out``."""
     for name, dataset_name in datasets.items():
         record["metrics"][name] = {k: float(v) for k, v in results[dataset_name].items() if isinstance(v, (int, float))}
         record["per_category_ap"][name] = os.path.join(out, "inference", dataset_name, "per_category_ap.json")
-    atomic_write_json(os.path.join(out, "metrics.json"), record, indent=1)  # last: a run with metrics.json is complete
-    return 0
+
+
+def _evaluable_run(output_dir, run, seed, key):
+    """The record of a finished (run, seed) made with settings ``key`` whose model_final.pth is kept, or None
+    (then the run is trained)."""
+    try:
+        record = _read_run(output_dir, run, seed, key)
+    except StaleRunError:  # refused by the parent before launching; a child never reuses other settings
+        return None
+    if record is None or not os.path.isfile(os.path.join(_run_dir(output_dir, run, seed), "model_final.pth")):
+        return None
+    return record
 
 
 def _launch(output_dir, config_file, run, seed, threads, opts, test_split, protocols):
@@ -278,7 +317,7 @@ def _launch(output_dir, config_file, run, seed, threads, opts, test_split, proto
     cmd = [sys.executable, "-m", _CHILD_MODULE, run, str(seed), output_dir, config_file, test_split,
            ",".join(protocols), *opts]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    log = open(os.path.join(out, "run.log"), "w")
+    log = open(os.path.join(out, "run.log"), "a")  # a finished run evaluated on another protocol keeps its log
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log
 
 
@@ -306,8 +345,8 @@ def _read_run(output_dir, run, seed, key=None):
 
 
 def _has_protocols(record, protocols):
-    """True if a finished run's record has the metrics of every one of ``protocols`` (a run trained for
-    other rows that lacks one is trained again, evaluated on what the rows now need)."""
+    """True if a finished run's record has the metrics of every one of ``protocols`` (a run made for other rows
+    that lacks one: its kept checkpoint is evaluated on it, or it is trained again; :func:`single_run`)."""
     return record is not None and all(p in record.get("metrics", {}) for p in protocols)
 
 
@@ -458,19 +497,22 @@ def run_ablations(rows, seeds, output_dir, config_file, jobs=0, opts=(), test_sp
     # Finished runs count only when made with these settings (a mismatch is refused before any training).
     keys = {(run, s): run_settings(output_dir, config_file, run, s, opts, prepared, test_split)[2]
             for s in seeds for run in runs}
-    todo, evaluate = [], {}
+    todo, evaluate, only_evaluated = [], {}, 0
     for s in seeds:
         for run in runs:
             record = _read_run(output_dir, run, s, keys[(run, s)])
             if not _has_protocols(record, protocols[run]):
-                todo.append((run, s))  # trained again: evaluated on what the rows need and what it had
+                # its checkpoint is evaluated on what the rows need (trained again when none was kept)
+                todo.append((run, s))
                 had = record["metrics"] if record else {}
                 evaluate[(run, s)] = tuple(p for p in RUNS[run][1] if p in protocols[run] or p in had)
+                only_evaluated += _evaluable_run(output_dir, run, s, keys[(run, s)]) is not None
     cores = os.cpu_count() or 1
     jobs = jobs or cores
     threads = max(1, cores // jobs)
-    print(f"[ablations] {len(todo)} training runs to do ({len(runs)} runs x {len(seeds)} seeds, "
-          f"{len(runs) * len(seeds) - len(todo)} done before); {jobs} at a time, {threads} thread(s) each", flush=True)
+    print(f"[ablations] {len(todo)} runs to do ({len(runs)} runs x {len(seeds)} seeds, "
+          f"{len(runs) * len(seeds) - len(todo)} done before; {only_evaluated} of them finished runs whose kept "
+          f"checkpoint is only evaluated on a protocol it lacks); {jobs} at a time, {threads} thread(s) each", flush=True)
     running, failed = [], []
     while todo or running:
         while todo and len(running) < jobs:
@@ -494,7 +536,9 @@ def run_ablations(rows, seeds, output_dir, config_file, jobs=0, opts=(), test_sp
                 else:
                     summary = "; ".join(f"{key}: " + ", ".join(f"{k} {m.get(k, -1):.1f}" for k in METRICS)
                                         for key, m in record["metrics"].items())
-                    print(f"[ablations] {run} seed {seed}: {summary} ({record['train_eval_seconds']:.0f} s)", flush=True)
+                    added = sum(record.get("evaluation_seconds", {}).values())
+                    took = f"{record['train_eval_seconds']:.0f} s" + (f" + {added:.0f} s evaluated later" if added else "")
+                    print(f"[ablations] {run} seed {seed}: {summary} ({took})", flush=True)
     markdown, figures = summarize(output_dir, rows, seeds, keys)
     print("\n" + markdown)
     for path in figures:

@@ -2,10 +2,11 @@
 One detector training + evaluation in this process, as ``tools/train_net.py`` runs it: the shared
 step of the embedded default (:mod:`.embedded_default`) and the ablation runner (:mod:`.ablations`).
 """
-from ..engine.defaults import argument_parser, load_config, setup
+from ..engine.defaults import argument_parser, load_config, setup, train_or_evaluate
 from ..engine.trainer import GridCLIPTrainer
 
-__all__ = ["train_args", "load_run_config", "train_and_evaluate_all", "train_and_evaluate", "lvis_metrics"]
+__all__ = ["train_args", "load_run_config", "train_and_evaluate_all", "evaluate_all", "train_and_evaluate",
+           "lvis_metrics"]
 
 #: the LVIS metrics a run reports (summary.json, the random-init cache)
 SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
@@ -35,12 +36,30 @@ def train_and_evaluate_all(config_file, opts):
     trainer.resume_or_load(resume=False)
     trainer.train()
     # DefaultTrainer's final EvalHook stores the results of the evaluation at the end of training.
-    results = getattr(trainer, "_last_eval_results", None)
+    return cfg, _results_by_dataset(cfg, getattr(trainer, "_last_eval_results", None))
+
+
+def evaluate_all(config_file, opts, weights):
+    """
+    Evaluate the checkpoint ``weights`` of ``config_file`` + ``opts`` on every dataset of its DATASETS.TEST,
+    as ``tools/train_net.py --eval-only MODEL.WEIGHTS <weights>`` does (outputs under its OUTPUT_DIR).
+
+    Returns:
+        (cfg, dict): as :func:`train_and_evaluate_all`.
+    """
+    args = argument_parser().parse_args(["--config-file", config_file, "--eval-only"]
+                                        + list(opts) + ["MODEL.WEIGHTS", weights])
+    cfg = load_config(args)
+    return cfg, _results_by_dataset(cfg, train_or_evaluate(args))
+
+
+def _results_by_dataset(cfg, results):
+    """{test dataset name: its bbox results} from DefaultTrainer.test's results (one dataset: not keyed)."""
     if not results:
-        raise SystemExit("Training finished without evaluation results (is DATASETS.TEST empty?).")
-    if len(cfg.DATASETS.TEST) == 1 and cfg.DATASETS.TEST[0] not in results:  # one dataset: not keyed by name
+        raise SystemExit("Finished without evaluation results (is DATASETS.TEST empty?).")
+    if len(cfg.DATASETS.TEST) == 1 and cfg.DATASETS.TEST[0] not in results:
         results = {cfg.DATASETS.TEST[0]: results}
-    return cfg, {name: results[name].get("bbox", results[name]) for name in cfg.DATASETS.TEST}
+    return {name: results[name].get("bbox", results[name]) for name in cfg.DATASETS.TEST}
 
 
 def train_and_evaluate(config_file, opts):
