@@ -13,7 +13,7 @@ Fig. 3 per table. Rows, protocols and outputs: :mod:`gridclip.world.ablations`.
 Runs are tested on the world's large evaluation split (1,200 images, generated once beside the world;
 ``--test-split val``: the 120-image val split, which cannot resolve a 2-point AP_r difference).
 
-Writes ``<output>/<run>/seed<k>/metrics.json`` per training run (a run/seed whose metrics exist is not
+Writes ``<output>/<run>/seed<k>/run_record.json`` per training run (a run/seed whose metrics exist is not
 rerun), ``<output>/ablations.md`` / ``ablations.json`` and ``<output>/fig3_<table>.png``.
 """
 import argparse

@@ -68,7 +68,7 @@ def test_ablation_summary_reports_each_row_against_its_reference(tmp_path):
         for run, apr in (("grid-align", grid_apr), ("both", both_apr)):
             out = tmp_path / run / f"seed{seed}"
             out.mkdir(parents=True)
-            (out / "metrics.json").write_text(json.dumps({
+            (out / "run_record.json").write_text(json.dumps({
                 "run": run, "seed": seed, "per_category_ap": {"val": "", "val_base": ""},
                 "metrics": {"val": {"AP": 40.0, "APr": apr, "APc": 45.0 + seed, "APf": 50.0},
                             "val_base": {"AP": 42.0, "APr": -1.0, "APc": 46.0, "APf": 51.0}}}))

@@ -151,3 +151,39 @@ def test_input_size_must_fit_the_tower():
         CLIPImageTeacher(TINY_TEACHER_CLIP, "", input_size=100)
     with pytest.raises(ValueError, match="INPUT_SIZE must be 0"):
         CLIPImageTeacher(TINY_TEACHER_CLIP, "", input_size=-1)
+
+
+def test_crops_average_the_whole_image_with_a_grid_of_crops_at_the_models_own_size():
+    """TEACHER.CROPS 2 with INPUT_SIZE 128 (a 64-px model): the embedding is the normalised mean of the
+    whole image seen at 128 px and its four 64-px quadrants seen at the model's own 64 px (no resampling)."""
+    from gridclip.modeling.teacher import grid_crops
+
+    whole = CLIPImageTeacher(TINY_TEACHER_CLIP, "", input_size=128)
+    native = CLIPImageTeacher(TINY_TEACHER_CLIP, "")
+    cropped = CLIPImageTeacher(TINY_TEACHER_CLIP, "", input_size=128, crops=2)
+    images = [_textured_image(128, 128, seed=s)[1] for s in (5, 6)]
+    quadrants = [[image[:, :64, :64], image[:, :64, 64:], image[:, 64:, :64], image[:, 64:, 64:]] for image in images]
+    for image, parts in zip(images, quadrants):
+        assert all(torch.equal(a, b) for a, b in zip(grid_crops(image, 2), parts))
+    expected = torch.stack([
+        torch.nn.functional.normalize(whole.encode([image])[0] + native.encode(parts).sum(dim=0), dim=-1)
+        for image, parts in zip(images, quadrants)])
+    got = cropped.encode(images)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    assert float((got[0] * whole.encode(images[:1])[0]).sum()) < 0.9999  # the crops change what it sees
+    assert "crops=2" in repr(cropped)
+
+
+def test_grid_crops_tile_any_image_and_bad_crops_are_clear_errors():
+    from gridclip.modeling.teacher import grid_crops
+
+    image = torch.arange(3 * 7 * 5).view(3, 7, 5)
+    parts = grid_crops(image, 3)
+    assert len(parts) == 9 and sum(p.shape[-2] * p.shape[-1] for p in parts) == 35
+    rows = [torch.cat(parts[i * 3:(i + 1) * 3], dim=-1) for i in range(3)]
+    assert torch.equal(torch.cat(rows, dim=-2), image)  # row by row, tiling the image exactly
+    with pytest.raises(ValueError, match="smaller than the crop grid"):
+        grid_crops(torch.zeros(3, 1, 8), 2)
+    for bad in (1, -2):
+        with pytest.raises(ValueError, match="TEACHER.CROPS must be 0"):
+            CLIPImageTeacher(TINY_TEACHER_CLIP, "", crops=bad)

@@ -47,6 +47,7 @@ BAD_RUN_VALUES = [
     ("DATALOADER.NUM_WORKERS", "-1", "an integer >= 0"),
     ("SOLVER.CHECKPOINT_PERIOD", "0", "an integer >= 1"),
     ("MODEL.GRIDCLIP.TEACHER.INPUT_SIZE", "-64", "an integer >= 0"),
+    ("MODEL.GRIDCLIP.TEACHER.CROPS", "1", r"0 \(the teacher embeds the whole image only\) or an integer >= 2"),
 ]
 
 

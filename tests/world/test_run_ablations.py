@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOL = os.path.join(REPO, "tools", "run_ablations.py")
 
@@ -36,7 +38,7 @@ def test_table5_rows_reuse_the_table4_trainings():
 def _write_run(root, run, seed, metrics_by_test_set):
     out = root / run / f"seed{seed}"
     out.mkdir(parents=True)
-    (out / "metrics.json").write_text(json.dumps({
+    (out / "run_record.json").write_text(json.dumps({
         "run": run, "seed": seed, "metrics": metrics_by_test_set,
         "per_category_ap": {k: str(out / "missing.json") for k in metrics_by_test_set},
     }))
@@ -155,7 +157,7 @@ def test_each_run_is_evaluated_only_on_the_protocols_its_rows_read(monkeypatch, 
         metrics = {p: {"AP": 50.0, "APr": 30.0, "APc": 50.0, "APf": 60.0} for p in protocols}
         folder = tmp_path / run / f"seed{seed}"
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "metrics.json").write_text(json.dumps({
+        (folder / "run_record.json").write_text(json.dumps({
             "run": run, "seed": seed, "settings_key": run_key, "metrics": metrics, "train_eval_seconds": 1.0,
             "per_category_ap": {p: str(folder / "missing.json") for p in protocols}}))
         return Finished(), Log()
@@ -184,7 +186,7 @@ def test_a_finished_run_is_evaluated_not_trained_again_on_a_protocol_it_lacks(mo
     folder = tmp_path / "both" / "seed0"
     folder.mkdir(parents=True)
     open_metrics = {"AP": 57.0, "APr": 33.0, "APc": 62.0, "APf": 78.0}
-    (folder / "metrics.json").write_text(json.dumps({
+    (folder / "run_record.json").write_text(json.dumps({
         "run": "both", "seed": 0, "settings_key": key, "train_eval_seconds": 100.0, "test_split": "val_large",
         "test_datasets": {ablations.OPEN: "w_val_large"}, "metrics": {ablations.OPEN: open_metrics},
         "per_category_ap": {ablations.OPEN: str(folder / "inference" / "w_val_large" / "per_category_ap.json")}}))
@@ -204,7 +206,7 @@ def test_a_finished_run_is_evaluated_not_trained_again_on_a_protocol_it_lacks(mo
     assert ablations.single_run(out, config, "both", 0, protocols=(ablations.CLOSED, ablations.OPEN)) == 0
     assert calls == [("evaluate", "('w_val_large_base',)", str(folder / "evaluation_val_base"),
                       str(folder / "model_final.pth"))]
-    record = json.loads((folder / "metrics.json").read_text())
+    record = json.loads((folder / "run_record.json").read_text())
     assert record["settings_key"] == key and record["train_eval_seconds"] == 100.0
     assert record["metrics"][ablations.OPEN] == open_metrics and record["metrics"][ablations.CLOSED]["AP"] == 65.0
     assert record["per_category_ap"][ablations.CLOSED].startswith(str(folder / "evaluation_val_base"))
@@ -213,8 +215,44 @@ def test_a_finished_run_is_evaluated_not_trained_again_on_a_protocol_it_lacks(mo
     calls.clear()  # nothing lacking: nothing done
     assert ablations.single_run(out, config, "both", 0, protocols=(ablations.CLOSED,)) == 0 and calls == []
     record["metrics"].pop(ablations.CLOSED)
-    (folder / "metrics.json").write_text(json.dumps(record))
+    (folder / "run_record.json").write_text(json.dumps(record))
     (folder / "model_final.pth").unlink()  # no kept checkpoint: trained again with both protocols
     assert ablations.single_run(out, config, "both", 0, protocols=(ablations.CLOSED, ablations.OPEN)) == 0
     assert calls == [("train", "('w_val_large_base', 'w_val_large')")]
-    assert json.loads((folder / "metrics.json").read_text())["metrics"][ablations.OPEN]["AP"] == 56.0
+    assert json.loads((folder / "run_record.json").read_text())["metrics"][ablations.OPEN]["AP"] == 56.0
+
+
+def test_the_record_leaves_detectron2s_training_curve_alone_and_earlier_records_are_read(monkeypatch, tmp_path):
+    """The runner's record is run_record.json: Detectron2's OUTPUT_DIR/metrics.json (the training curve its
+    JSONWriter appends to) is not replaced, and one left by an unfinished training is no finished run; a
+    record of the runner's earlier versions in metrics.json is still found, and its settings checked."""
+    from gridclip.world import ablations, training
+
+    names = {"train_base": "w_train_base", "val": "w_val", "val_base": "w_val_base",
+             "val_large": "w_val_large", "val_large_base": "w_val_large_base"}
+    monkeypatch.setattr(ablations, "prepare_world", lambda world, need_teacher=True, teacher=None: (names, []))
+    config = os.path.join(REPO, "configs", "world", "GridCLIP-World-Pretrained.yaml")
+    out = str(tmp_path)
+    _, _, key = ablations.run_settings(out, config, "grid-align", 0)
+    folder = tmp_path / "grid-align" / "seed0"
+    folder.mkdir(parents=True)
+    curve = '{"iteration": 19, "total_loss": 3.1}\n{"iteration": 39, "total_loss": 2.2}\n'
+
+    def fake_train(config_file, opts):
+        (folder / "metrics.json").write_text(curve)  # what Detectron2's JSONWriter leaves
+        return None, {"w_val_large_base": {"AP": 64.0}, "w_val_large": {"AP": 56.0}}
+
+    monkeypatch.setattr(training, "train_and_evaluate_all", fake_train)
+    (folder / "metrics.json").write_text(curve[:40])  # an unfinished training's curve
+    assert ablations._read_run(out, "grid-align", 0, key) is None
+    assert ablations.single_run(out, config, "grid-align", 0) == 0
+    assert (folder / "metrics.json").read_text() == curve
+    assert ablations._read_run(out, "grid-align", 0, key)["metrics"][ablations.OPEN]["AP"] == 56.0
+
+    legacy = tmp_path / "both" / "seed0"
+    legacy.mkdir(parents=True)
+    (legacy / "metrics.json").write_text(json.dumps({"run": "both", "seed": 0, "settings_key": "other",
+                                                     "metrics": {ablations.OPEN: {"AP": 1.0}}}))
+    with pytest.raises(ablations.StaleRunError, match="other settings"):
+        ablations._read_run(out, "both", 0, key)
+    assert ablations._read_run(out, "both", 0)["metrics"][ablations.OPEN]["AP"] == 1.0

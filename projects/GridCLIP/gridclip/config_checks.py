@@ -77,6 +77,8 @@ MODEL_CHECKS = (
 RUN_CHECKS = (
     ("MODEL.GRIDCLIP.TEACHER.INPUT_SIZE", _int_at_least(0),
      "an integer >= 0 (the side of the teacher's square input, a multiple of its stride; 0 = its model's own)"),
+    ("MODEL.GRIDCLIP.TEACHER.CROPS", lambda value: _integer(value) and value != 1 and value >= 0,
+     "0 (the teacher embeds the whole image only) or an integer >= 2 (also a k x k grid of crops)"),
     ("SOLVER.IMS_PER_BATCH", _int_at_least(1), "an integer >= 1 (images per batch, all processes)"),
     ("SOLVER.MAX_ITER", _int_at_least(1), "an integer >= 1"),
     ("SOLVER.BASE_LR", _in(0.0, _INF, low_open=True), "a finite number > 0"),

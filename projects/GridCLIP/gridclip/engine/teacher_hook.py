@@ -105,7 +105,7 @@ class TeacherEmbeddingHook(HookBase):
             check_teacher_cache_allowed(cfg)
         teacher = CLIPImageTeacher(
             teacher_cfg.MODEL_NAME, teacher_cfg.PRETRAINED, device="cpu", amp=teacher_cfg.AMP,
-            input_mode=teacher_cfg.INPUT, input_size=teacher_cfg.INPUT_SIZE,
+            input_mode=teacher_cfg.INPUT, input_size=teacher_cfg.INPUT_SIZE, crops=teacher_cfg.CROPS,
         )
         return {
             "teacher": teacher,

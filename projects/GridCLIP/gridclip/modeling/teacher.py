@@ -21,6 +21,14 @@ own resolution (:func:`.dense_attention_pool.interpolate_positional_embedding`).
 64 px then sees a 128-px training image at its native pixel size, where its 64-px view would halve every
 object (the generated world's teacher: ``configs/world``).
 
+Crops (``crops``, MODEL.GRIDCLIP.TEACHER.CROPS = k ≥ 2): besides the whole image, the teacher embeds a
+k × k grid of crops of it, each preprocessed as above at the model's *own* input size (the scale its
+objects had in pretraining); its embedding is the L2-normalised mean of the k² + 1 normalised embeddings.
+One image embedding of a many-object scene represents few of its objects (the paper's Fig. 4); the crops
+show each part of the scene at CLIP's scale. Not in the paper (its teacher embeds the whole image once):
+a project option, measured in ``docs/WORLD.md`` (the world's teacher ranks a training image's categories
+better than the student's z̄ only with it).
+
 Parity with open_clip: CLIP's transform resizes a PIL image (uint8, Pillow's bicubic); here the
 resize runs on tensors (torchvision bicubic with antialiasing, rounded back to 0..255). The two differ by
 a few grey levels on some pixels (measured: mean |diff| ≈ 0.003, max ≈ 0.04 in normalised units, i.e.
@@ -28,6 +36,7 @@ about 3/255 before normalising; identical when no resize is needed). ``tests/mod
 asserts mean |diff| < 0.01 and max |diff| < 0.1 on the preprocessed pixels, and cosine similarity
 > 0.9999 between ``encode`` and ``model.encode_image(preprocess(pil_image))``.
 """
+import copy
 import math
 
 import torch
@@ -41,7 +50,7 @@ from open_clip import get_model_preprocess_cfg
 from .clip_loading import create_clip_model
 from .dense_attention_pool import interpolate_positional_embedding
 
-__all__ = ["CLIPImageTeacher", "INPUT_MODES", "resize_image_tower"]
+__all__ = ["CLIPImageTeacher", "INPUT_MODES", "grid_crops", "resize_image_tower"]
 
 _SUPPORTED_FORMATS = ("RGB", "BGR")
 #: MODEL.GRIDCLIP.TEACHER.INPUT values
@@ -91,6 +100,19 @@ def resize_image_tower(visual, size):
     return visual
 
 
+def grid_crops(image, k):
+    """
+    The k × k grid of crops of ``image`` (C, H, W), row by row; cell borders at round(i · H / k) and
+    round(j · W / k), so the crops tile the image (sizes differ by at most one pixel).
+    """
+    h, w = image.shape[-2:]
+    if h < k or w < k:
+        raise ValueError(f"MODEL.GRIDCLIP.TEACHER.CROPS {k}: image of {h}x{w} pixels is smaller than the crop grid.")
+    rows = [round(i * h / k) for i in range(k + 1)]
+    cols = [round(j * w / k) for j in range(k + 1)]
+    return [image[..., rows[i]:rows[i + 1], cols[j]:cols[j + 1]] for i in range(k) for j in range(k)]
+
+
 class CLIPImageTeacher(nn.Module):
     """
     A frozen CLIP image encoder that turns training images into L2-normalised embeddings.
@@ -107,7 +129,8 @@ class CLIPImageTeacher(nn.Module):
         model_name, pretrained (str): what it was built from.
     """
 
-    def __init__(self, model_name, pretrained, device="cpu", amp=True, input_mode="center_crop", input_size=0):
+    def __init__(self, model_name, pretrained, device="cpu", amp=True, input_mode="center_crop", input_size=0,
+                 crops=0):
         """
         Args:
             model_name (str): open_clip model name, e.g. "ViT-B-32-quickgelu", "RN50x64-quickgelu".
@@ -118,9 +141,14 @@ class CLIPImageTeacher(nn.Module):
             input_mode (str): "center_crop" (CLIP's) or "letterbox" (the whole image; module doc).
             input_size (int): 0 = the model's own input size; else the side the teacher sees, its
                 positional embedding resized to match (:func:`resize_image_tower`).
+            crops (int): 0 = the whole image only; k ≥ 2: also a k × k grid of crops, each at the model's
+                own input size, averaged with it (module doc).
         """
         if input_mode not in INPUT_MODES:
             raise ValueError(f"MODEL.GRIDCLIP.TEACHER.INPUT must be one of {INPUT_MODES}, got {input_mode!r}.")
+        if int(crops) < 0 or int(crops) == 1:
+            raise ValueError(f"MODEL.GRIDCLIP.TEACHER.CROPS must be 0 (the whole image only) or >= 2 (a k x k grid "
+                             f"of crops besides it), got {crops}.")
         super().__init__()
         self.input_mode = input_mode
         clip_model = create_clip_model(model_name, pretrained, device="cpu")
@@ -134,7 +162,14 @@ class CLIPImageTeacher(nn.Module):
         self.input_size = _as_pair(preprocess_cfg.get("size", self.visual.image_size))
         if int(input_size) < 0:
             raise ValueError(f"MODEL.GRIDCLIP.TEACHER.INPUT_SIZE must be 0 (the model's own) or positive, got {input_size}.")
+        self.crops = int(crops)
+        #: (h, w) each crop is seen at: the model's own input size
+        self.crop_input_size = self.input_size
+        #: the image tower the crops go through: the model's own when the whole image is seen at another size
+        self.crop_visual = None
         if int(input_size) and (int(input_size), int(input_size)) != self.input_size:
+            if self.crops:
+                self.crop_visual = copy.deepcopy(self.visual)
             resize_image_tower(self.visual, int(input_size))
             self.input_size = (int(input_size), int(input_size))
         self.interpolation = (
@@ -181,15 +216,15 @@ class CLIPImageTeacher(nn.Module):
                     "expected pixel values in [0, 255] (uint8 as Detectron2's mappers produce)."
                 )
 
-    def _resize_and_crop(self, images):
-        """B same-size uint8/float (C, H, W) images in 0..255 → float (B, 3, h, w) in 0..255 at ``input_size``."""
-        out_h, out_w = self.input_size
+    def _resize_and_crop(self, images, size):
+        """B same-size uint8/float (C, H, W) images in 0..255 → float (B, 3, h, w) in 0..255 at ``size`` (h, w)."""
+        out_h, out_w = size
         batch = torch.stack([image.to(self.device, non_blocking=True).float() for image in images])
         if batch.shape[1] == 1:
             batch = batch.expand(-1, 3, -1, -1)
         h, w = batch.shape[-2:]
         if self.input_mode == "letterbox":
-            return self._letterbox(batch)
+            return self._letterbox(batch, size)
         if out_h == out_w:
             # torchvision's shortest-edge rule (what open_clip's Resize(int) uses).
             size = [out_h]
@@ -201,13 +236,13 @@ class CLIPImageTeacher(nn.Module):
         batch = batch.round_().clamp_(0, 255)
         return TF.center_crop(batch, [out_h, out_w])
 
-    def _letterbox(self, batch):
+    def _letterbox(self, batch, size):
         """
-        float (B, 3, H, W) 0..255 → (B, 3, h, w): longest side fitted, centred; the padding is NaN here
-        and becomes 0 (CLIP's mean colour) after normalisation in :meth:`preprocess`, whatever the
+        float (B, 3, H, W) 0..255 → (B, 3, h, w) at ``size``: longest side fitted, centred; the padding is NaN
+        here and becomes 0 (CLIP's mean colour) after normalisation in :meth:`preprocess`, whatever the
         channel order.
         """
-        out_h, out_w = self.input_size
+        out_h, out_w = size
         h, w = batch.shape[-2:]
         scale = min(out_h / h, out_w / w)
         new_h, new_w = max(1, min(out_h, int(math.floor(h * scale + 0.5)))), max(1, min(out_w, int(math.floor(w * scale + 0.5))))
@@ -219,17 +254,19 @@ class CLIPImageTeacher(nn.Module):
         canvas[:, :, top:top + new_h, left:left + new_w] = batch
         return canvas
 
-    def preprocess(self, images, input_format="RGB"):
+    def preprocess(self, images, input_format="RGB", size=None):
         """
         CLIP's inference preprocessing, on the teacher's device.
 
         Args:
             images (list[Tensor]): B uint8 tensors (C, H_i, W_i), values 0..255, sizes may differ.
             input_format (str): "RGB" or "BGR" (Detectron2's cfg.INPUT.FORMAT of those images).
+            size (tuple[int, int] or None): (h, w) to preprocess to; None = ``input_size``.
 
         Returns:
-            Tensor: (B, 3, h, w) float32, CLIP-normalised, RGB, h × w = ``input_size``.
+            Tensor: (B, 3, h, w) float32, CLIP-normalised, RGB, h × w = ``size``.
         """
+        size = self.input_size if size is None else size
         if input_format not in _SUPPORTED_FORMATS:
             raise ValueError(
                 f"CLIPImageTeacher: input_format {input_format!r} is not supported; use one of "
@@ -243,9 +280,9 @@ class CLIPImageTeacher(nn.Module):
         groups = {}
         for i, image in enumerate(images):
             groups.setdefault((image.shape[0],) + tuple(image.shape[-2:]), []).append(i)
-        batch = torch.empty((len(images), 3) + self.input_size, device=self.device)
+        batch = torch.empty((len(images), 3) + tuple(size), device=self.device)
         for indices in groups.values():
-            batch[indices] = self._resize_and_crop([images[i] for i in indices])
+            batch[indices] = self._resize_and_crop([images[i] for i in indices], size)
         if input_format == "BGR":
             batch = batch.flip(1)
         pixels = (batch / 255.0 - self.pixel_mean) / self.pixel_std
@@ -261,12 +298,23 @@ class CLIPImageTeacher(nn.Module):
             input_format (str): "RGB" or "BGR".
 
         Returns:
-            Tensor: (B, embed_dim) float32 on the teacher's device, rows L2-normalised.
+            Tensor: (B, embed_dim) float32 on the teacher's device, rows L2-normalised (with ``crops``: the
+            normalised mean of the whole image's and its k × k crops' normalised embeddings).
         """
-        pixels = self.preprocess(images, input_format)
+        features = self._embed(self.visual, self.preprocess(images, input_format))  # [B, D]
+        if not self.crops:
+            return features
+        crops = [crop for image in images for crop in grid_crops(image, self.crops)]
+        crop_features = self._embed(self.crop_visual or self.visual,
+                                    self.preprocess(crops, input_format, self.crop_input_size))  # [B * k * k, D]
+        crop_features = crop_features.view(len(images), self.crops * self.crops, -1)
+        return F.normalize(features + crop_features.sum(dim=1), dim=-1)
+
+    def _embed(self, visual, pixels):
+        """(N, 3, h, w) preprocessed pixels → (N, embed_dim) L2-normalised embeddings of ``visual``."""
         use_amp = self.amp and self.device.type == "cuda"
         with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=use_amp):
-            features = self.visual(pixels)
+            features = visual(pixels)
         return F.normalize(features.float(), dim=-1)
 
     def forward(self, images, input_format="RGB"):
@@ -276,6 +324,6 @@ class CLIPImageTeacher(nn.Module):
     def extra_repr(self):
         return (
             f"model_name={self.model_name!r}, pretrained={self.pretrained!r}, input_size={self.input_size}, "
-            f"input_mode={self.input_mode!r}, "
+            f"input_mode={self.input_mode!r}, crops={self.crops}, "
             f"embed_dim={self.embed_dim}, amp={self.amp}"
         )

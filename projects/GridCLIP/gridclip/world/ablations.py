@@ -23,10 +23,12 @@ ablations. Runs are tested on the world's large evaluation split (``test_split``
   ``T5-both-paper-strength`` (the image loss at the paper's per-image strength at any embedding size,
   MODEL.GRIDCLIP.IMAGE_LOSS_REFERENCE_DIM 512), ``T5-both-vit-teacher`` (the ViT teacher of the paper's
   main row instead of the default RN teacher) and ``T5-both-self-teacher`` (the backbone's own CLIP as
-  teacher: a teacher that knows no more than its student).
+  teacher: a teacher that knows no more than its student) and ``T5-both-crops-teacher`` (the default
+  teacher also embedding a 2 × 2 grid of crops at its own 64 px, MODEL.GRIDCLIP.TEACHER.CROPS 2: the
+  teacher view that ranks a training image's categories better than the student's z̄).
 
 Each training run is a separate process (``python -m gridclip.world.ablations``, ``jobs`` at a time,
-each with cores / jobs torch threads) writing ``<output>/<run>/seed<k>/metrics.json`` (the metrics of
+each with cores / jobs torch threads) writing ``<output>/<run>/seed<k>/run_record.json`` (the metrics of
 each test set and the key of its settings, :func:`settings_key`); a run/seed whose metrics exist with the
 same settings is not rerun, one made with other settings (other ``--opts``, another config or world) is
 refused (:class:`StaleRunError`) before any training: never reused. :func:`summarize` writes
@@ -57,6 +59,12 @@ CLOSED, OPEN = "val_base", "val"
 #: the splits runs can be tested on: the large evaluation split (default) or make demo's val split
 TEST_SPLITS = (EVAL_SPLIT, "val")
 _CHILD_MODULE = "gridclip.world.ablations"  # run with -m for one training run
+#: a finished run's record (its metrics per test set and the key of its settings), beside the training outputs
+RECORD_FILE = "run_record.json"
+#: where runs made before 2026-12-03 kept their record: the name of Detectron2's own training-curve file
+#: (JSONWriter appends to it during training; the record replaced it at the end, and a run trained again
+#: in that folder appended to the record). Read when no RECORD_FILE exists; never written.
+_LEGACY_RECORD_FILE = "metrics.json"
 
 #: training run -> (options over the base config, test sets it is evaluated on, world). Every run trains
 #: on the base classes (rare annotations removed). Only grid-aligned models can name novel classes, so
@@ -72,6 +80,7 @@ RUNS = {
     "both-paper-strength": (["MODEL.GRIDCLIP.IMAGE_LOSS_REFERENCE_DIM", "512"], (OPEN,), "square"),
     "both-vit-teacher": ([], (OPEN,), "square"),
     "both-self-teacher": ([], (OPEN,), "square"),
+    "both-crops-teacher": (["MODEL.GRIDCLIP.TEACHER.CROPS", "2"], (OPEN,), "square"),
 }
 #: training run -> the world CLIP it uses as teacher instead of the config's (its weights pretrained/cached as
 #: the default ones; seen at :data:`TEACHER_INPUT_SIZE`): the ViT row, and the backbone's own CLIP
@@ -96,13 +105,18 @@ EVIDENCE_ROWS = {
     "T5-both-paper-strength": ("T5-evidence", "both-paper-strength", OPEN, {}),
     "T5-both-vit-teacher": ("T5-evidence", "both-vit-teacher", OPEN, {}),
     "T5-both-self-teacher": ("T5-evidence", "both-self-teacher", OPEN, {}),
+    "T5-both-crops-teacher": ("T5-evidence", "both-crops-teacher", OPEN, {}),
 }
 #: version of :func:`settings_key` (bump when what a run's numbers depend on changes)
 _SETTINGS_VERSION = 2  # 2: the test split is part of the key
+#: config keys added after :data:`_SETTINGS_VERSION` 2, with the value that does what the config did before
+#: the key existed: left out of the settings key at that value, so runs made before it was added are still
+#: found (at another value it is in the key, as any setting)
+_KEYS_ADDED_SINCE = {("MODEL", "GRIDCLIP", "TEACHER", "CROPS"): 0}
 
 
 class StaleRunError(ValueError):
-    """A finished run's metrics.json was made with other settings than the ones asked for now."""
+    """A finished run's record was made with other settings than the ones asked for now."""
 
 
 #: table row -> the row it is compared with, paired over seeds (row - reference)
@@ -116,6 +130,7 @@ REFERENCES = {
     "T5-both-paper-strength": "T5-grid-align",
     "T5-both-vit-teacher": "T5-grid-align",
     "T5-both-self-teacher": "T5-grid-align",
+    "T5-both-crops-teacher": "T5-grid-align",
 }
 #: the 4:3 world of the teacher-input rows (height, width)
 WIDE_IMAGE_SIZE = (96, 128)
@@ -246,6 +261,12 @@ def settings_key(config_file, run_opts, world, test_split=EVAL_SPLIT):
 
     cfg = load_run_config(config_file, run_opts)
     cfg.OUTPUT_DIR = ""
+    for path, earlier_behaviour in _KEYS_ADDED_SINCE.items():
+        node = cfg
+        for name in path[:-1]:
+            node = node[name]
+        if node.get(path[-1]) == earlier_behaviour:
+            del node[path[-1]]
     generator_args = dict(DEFAULT_GENERATOR_ARGS, image_size=WIDE_IMAGE_SIZE) if world == "wide" else DEFAULT_GENERATOR_ARGS
     split = [test_split, EVAL_SPLIT_IMAGES if test_split == EVAL_SPLIT else DEFAULT_GENERATOR_ARGS["num_val_images"]]
     return digest_json([_SETTINGS_VERSION, cfg.dump(), world, generator_args, split], length=16)
@@ -254,9 +275,9 @@ def settings_key(config_file, run_opts, world, test_split=EVAL_SPLIT):
 def single_run(output_dir, config_file, run, seed, opts=(), test_split=EVAL_SPLIT, protocols=None):
     """
     Train one run with one seed in this process, evaluate it on each of its test sets (``protocols``: only
-    those); writes metrics.json. A finished run of the same settings that lacks some of ``protocols`` and
-    kept its ``model_final.pth`` is not trained again: the checkpoint is evaluated on what it lacks
-    (outputs under ``<run>/seed<k>/evaluation_<protocols>/``) and the metrics are added to its record.
+    those); writes :data:`RECORD_FILE` (Detectron2's ``metrics.json`` training curve stays). A finished run
+    of the same settings that lacks some of ``protocols`` and kept its ``model_final.pth`` is not trained
+    again: the checkpoint is evaluated on what it lacks (outputs under ``<run>/seed<k>/evaluation_<protocols>/``) and the metrics are added to its record.
     """
     from .training import evaluate_all, train_and_evaluate_all  # the engine: only the training process needs it
 
@@ -287,7 +308,7 @@ def single_run(output_dir, config_file, run, seed, opts=(), test_split=EVAL_SPLI
                   "test_split": test_split, "test_datasets": datasets,
                   "train_eval_seconds": seconds, "metrics": {}, "per_category_ap": {}}
         _add_metrics(record, datasets, results, out)
-    atomic_write_json(os.path.join(out, "metrics.json"), record, indent=1)  # last: a run with metrics.json is complete
+    atomic_write_json(os.path.join(out, RECORD_FILE), record, indent=1)  # last: a run with a record is complete
     return 0
 
 
@@ -323,17 +344,37 @@ def _launch(output_dir, config_file, run, seed, threads, opts, test_split, proto
 
 def _read_run(output_dir, run, seed, key=None):
     """
-    The metrics.json record of a finished (run, seed), or None. With ``key``: a record made with other
-    settings (another key, or none recorded) raises :class:`StaleRunError`, never counts as finished.
+    The record of a finished (run, seed) (:data:`RECORD_FILE`, else a legacy record in ``metrics.json``), or
+    None. With ``key``: a record made with other settings (another key, or none recorded) raises
+    :class:`StaleRunError`, never counts as finished.
     """
-    path = os.path.join(_run_dir(output_dir, run, seed), "metrics.json")
+    folder = _run_dir(output_dir, run, seed)
+    path = os.path.join(folder, RECORD_FILE)
+    if not os.path.isfile(path):
+        return _read_legacy_run(os.path.join(folder, _LEGACY_RECORD_FILE), key)
+    try:
+        record = read_json(path, "ablation run record")
+    except ValueError as e:  # damaged: not a finished run
+        print(f"[ablations] warning: {e}; training {run} seed {seed} again.", flush=True)
+        return None
+    return _checked_record(path, record, key)
+
+
+def _read_legacy_run(path, key):
+    """A record of the runner's earlier versions in ``metrics.json``, or None: that name is Detectron2's
+    training curve (one JSON object per line), which is no record."""
     if not os.path.isfile(path):
         return None
     try:
-        record = read_json(path, "ablation metrics")
-    except ValueError as e:  # half a file from before atomic writes, or damaged: not a finished run
-        print(f"[ablations] warning: {e}; training {run} seed {seed} again.", flush=True)
+        record = read_json(path, "ablation run record")
+    except ValueError:  # Detectron2's JSON lines (a run that never finished), or a record training appended to
         return None
+    if not isinstance(record, dict) or "settings_key" not in record:
+        return None
+    return _checked_record(path, record, key)
+
+
+def _checked_record(path, record, key):
     if key is not None and (not isinstance(record, dict) or record.get("settings_key") != key):
         made_with = record.get("user_opts", "unrecorded settings") if isinstance(record, dict) else "?"
         raise StaleRunError(
