@@ -35,6 +35,14 @@ def test_table5_rows_reuse_the_table4_trainings():
         assert (ablations.OPEN in test_sets) == (not grid_off)
 
 
+def _fake_world(monkeypatch, ablations):
+    """Registered-dataset names of a world that is never generated (prepare_world replaced); the world config."""
+    names = {"train_base": "w_train_base", "val": "w_val", "val_base": "w_val_base",
+             "val_large": "w_val_large", "val_large_base": "w_val_large_base"}
+    monkeypatch.setattr(ablations, "prepare_world", lambda world, need_teacher=True, teacher=None: (names, []))
+    return os.path.join(REPO, "configs", "world", "GridCLIP-World-Pretrained.yaml")
+
+
 def _write_run(root, run, seed, metrics_by_test_set):
     out = root / run / f"seed{seed}"
     out.mkdir(parents=True)
@@ -109,10 +117,7 @@ def test_runs_are_tested_on_the_large_evaluation_split_unless_asked_otherwise(mo
     --test-split val gives make demo's val split; the split is part of the settings key."""
     from gridclip.world import ablations
 
-    names = {"train_base": "w_train_base", "val": "w_val", "val_base": "w_val_base",
-             "val_large": "w_val_large", "val_large_base": "w_val_large_base"}
-    monkeypatch.setattr(ablations, "prepare_world", lambda world, need_teacher=True, teacher=None: (names, []))
-    config = os.path.join(REPO, "configs", "world", "GridCLIP-World-Pretrained.yaml")
+    config = _fake_world(monkeypatch, ablations)
     opts, datasets, key = ablations.run_settings(str(tmp_path), config, "both", 0)
     assert datasets == {ablations.CLOSED: "w_val_large_base", ablations.OPEN: "w_val_large"}
     assert opts[opts.index("DATASETS.TEST") + 1] == "('w_val_large_base', 'w_val_large')"
@@ -127,10 +132,7 @@ def test_each_run_is_evaluated_only_on_the_protocols_its_rows_read(monkeypatch, 
     images, not two) under the same settings key; asking for T4 later trains it again with both protocols."""
     from gridclip.world import ablations
 
-    names = {"train_base": "w_train_base", "val": "w_val", "val_base": "w_val_base",
-             "val_large": "w_val_large", "val_large_base": "w_val_large_base"}
-    monkeypatch.setattr(ablations, "prepare_world", lambda world, need_teacher=True, teacher=None: (names, []))
-    config = os.path.join(REPO, "configs", "world", "GridCLIP-World-Pretrained.yaml")
+    config = _fake_world(monkeypatch, ablations)
     out = str(tmp_path)
     opts, datasets, key = ablations.run_settings(out, config, "both", 0, protocols=(ablations.OPEN,))
     _, _, full_key = ablations.run_settings(out, config, "both", 0)
@@ -177,10 +179,7 @@ def test_a_finished_run_is_evaluated_not_trained_again_on_a_protocol_it_lacks(mo
     pass, not a training); its open-set numbers and settings stay; without a kept checkpoint it is trained."""
     from gridclip.world import ablations, training
 
-    names = {"train_base": "w_train_base", "val": "w_val", "val_base": "w_val_base",
-             "val_large": "w_val_large", "val_large_base": "w_val_large_base"}
-    monkeypatch.setattr(ablations, "prepare_world", lambda world, need_teacher=True, teacher=None: (names, []))
-    config = os.path.join(REPO, "configs", "world", "GridCLIP-World-Pretrained.yaml")
+    config = _fake_world(monkeypatch, ablations)
     out = str(tmp_path)
     _, _, key = ablations.run_settings(out, config, "both", 0)
     folder = tmp_path / "both" / "seed0"
@@ -228,10 +227,7 @@ def test_the_record_leaves_detectron2s_training_curve_alone_and_earlier_records_
     record of the runner's earlier versions in metrics.json is still found, and its settings checked."""
     from gridclip.world import ablations, training
 
-    names = {"train_base": "w_train_base", "val": "w_val", "val_base": "w_val_base",
-             "val_large": "w_val_large", "val_large_base": "w_val_large_base"}
-    monkeypatch.setattr(ablations, "prepare_world", lambda world, need_teacher=True, teacher=None: (names, []))
-    config = os.path.join(REPO, "configs", "world", "GridCLIP-World-Pretrained.yaml")
+    config = _fake_world(monkeypatch, ablations)
     out = str(tmp_path)
     _, _, key = ablations.run_settings(out, config, "grid-align", 0)
     folder = tmp_path / "grid-align" / "seed0"
