@@ -277,7 +277,8 @@ def single_run(output_dir, config_file, run, seed, opts=(), test_split=EVAL_SPLI
     Train one run with one seed in this process, evaluate it on each of its test sets (``protocols``: only
     those); writes :data:`RECORD_FILE` (Detectron2's ``metrics.json`` training curve stays). A finished run
     of the same settings that lacks some of ``protocols`` and kept its ``model_final.pth`` is not trained
-    again: the checkpoint is evaluated on what it lacks (outputs under ``<run>/seed<k>/evaluation_<protocols>/``) and the metrics are added to its record.
+    again: the checkpoint is evaluated on what it lacks (outputs under ``<run>/seed<k>/evaluation_<protocols>/``)
+    and the metrics are added to its record (``evaluation_seconds``: {protocols of one pass: seconds}).
     """
     from .training import evaluate_all, train_and_evaluate_all  # the engine: only the training process needs it
 
@@ -297,12 +298,12 @@ def single_run(output_dir, config_file, run, seed, opts=(), test_split=EVAL_SPLI
         _, results = evaluate_all(config_file, eval_opts, os.path.join(out, "model_final.pth"))
         record = dict(earlier)
         record["evaluation_seconds"] = dict(record.get("evaluation_seconds", {}),
-                                            **{name: round(time.perf_counter() - start, 1) for name in missing})
+                                            **{",".join(missing): round(time.perf_counter() - start, 1)})
         record["test_datasets"] = dict(record.get("test_datasets", {}), **missing_sets)
         _add_metrics(record, missing_sets, results, eval_dir)
     else:
         start = time.perf_counter()
-        cfg, results = train_and_evaluate_all(config_file, run_all)
+        _, results = train_and_evaluate_all(config_file, run_all)
         seconds = round(time.perf_counter() - start, 1)
         record = {"run": run, "seed": seed, "opts": run_all, "user_opts": list(opts), "settings_key": key,
                   "test_split": test_split, "test_datasets": datasets,
