@@ -328,9 +328,12 @@ def _evaluable_run(output_dir, run, seed, key):
         record = _read_run(output_dir, run, seed, key)
     except StaleRunError:  # refused by the parent before launching; a child never reuses other settings
         return None
-    if record is None or not os.path.isfile(os.path.join(_run_dir(output_dir, run, seed), "model_final.pth")):
-        return None
-    return record
+    return record if record is not None and _kept_checkpoint(output_dir, run, seed) else None
+
+
+def _kept_checkpoint(output_dir, run, seed):
+    """True when the (run, seed) folder holds the final checkpoint of its training."""
+    return os.path.isfile(os.path.join(_run_dir(output_dir, run, seed), "model_final.pth"))
 
 
 def _launch(output_dir, config_file, run, seed, threads, opts, test_split, protocols):
@@ -548,7 +551,7 @@ def run_ablations(rows, seeds, output_dir, config_file, jobs=0, opts=(), test_sp
                 todo.append((run, s))
                 had = record["metrics"] if record else {}
                 evaluate[(run, s)] = tuple(p for p in RUNS[run][1] if p in protocols[run] or p in had)
-                only_evaluated += _evaluable_run(output_dir, run, s, keys[(run, s)]) is not None
+                only_evaluated += record is not None and _kept_checkpoint(output_dir, run, s)
     cores = os.cpu_count() or 1
     jobs = jobs or cores
     threads = max(1, cores // jobs)
