@@ -204,3 +204,44 @@ def test_existing_outputs_are_never_overwritten(export_tool, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "model.ts exists" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert (out / "model.ts").read_text() == "keep me"
+
+
+def test_unseen_class_offsets_are_baked_and_refused_as_an_input(exported, export_tool, tmp_path, capsys):
+    """
+    With MODEL.GRIDCLIP.INFERENCE.UNSEEN_CLASS_LOGIT_OFFSET, a baked export scores the classes the
+    weights were not trained on exactly as the predictor does (and says which in export_info.json);
+    the vocabulary-as-input graph, which cannot know them, is refused with one line.
+    """
+    from gridclip import GridCLIPPredictor
+    from gridclip.export import make_batch
+    from gridclip.export.checks import onnx_session, pytorch_detections, run_onnx
+    from gridclip.export.contract import InputContract
+
+    _, report, _, _ = exported
+    weights = report["opts"][report["opts"].index("MODEL.WEIGHTS") + 1]
+    names = VOCABULARY + ["zebra", "teapot"]  # the weights were trained on VOCABULARY
+    opts = OPTS + ["MODEL.WEIGHTS", weights, "MODEL.GRIDCLIP.INFERENCE.UNSEEN_CLASS_LOGIT_OFFSET", "-0.5",
+                   "MODEL.FCOS.SCORE_THRESH_TEST", "0.01"]
+    baked = export_tool.main(["--config-file", TINY_CONFIG, "--vocabulary", ",".join(names), "--bake-vocabulary",
+                              "--format", "onnx", "--no-text-encoder", "--no-check", "--output", str(tmp_path / "b"),
+                              *opts])
+    with open(baked["files"]["info"]) as f:
+        assert json.load(f)["class_logit_offsets"] == [0.0] * 4 + [-0.5, -0.5]
+    predictor = GridCLIPPredictor(TINY_CONFIG, vocabulary=names, opts=opts, device="cpu")
+    offsets = predictor.vocabulary_snapshot.logit_offsets
+    assert offsets.tolist() == [0.0] * 4 + [-0.5, -0.5]
+    contract = InputContract(**{k: v for k, v in report["input_contract"].items() if k != "statement"})
+    images, sizes = make_batch(contract, SHAPES, seed=11)
+    embeddings = predictor.model.classifier.test_embeddings
+    reference = pytorch_detections(predictor.model, images, sizes, embeddings, offsets)
+    uncalibrated = pytorch_detections(predictor.model, images, sizes, embeddings)
+    unseen = lambda detections: detections[1][detections[2] >= 4]  # noqa: E731  (scores of the unseen classes)
+    assert len(unseen(reference)) and len(unseen(uncalibrated)) > len(unseen(reference))  # the offset acts
+    _assert_same(reference, run_onnx(onnx_session(baked["files"]["onnx"]), images, sizes), "baked onnx with offsets")
+
+    argv = ["--config-file", TINY_CONFIG, "--vocabulary", ",".join(names), "--format", "onnx", "--no-text-encoder",
+            "--output", str(tmp_path / "a"), *opts]
+    assert export_tool.run_tool(export_tool.cli_main, argv, prog="export_model.py") == 1
+    err = capsys.readouterr().err
+    assert "cannot know which classes are unseen" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "a").exists() or not os.listdir(tmp_path / "a")

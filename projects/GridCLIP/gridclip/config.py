@@ -211,6 +211,12 @@ def add_gridclip_config(cfg):
     # torch.compile the backbone and head for inference (opt-in; a one-off compile of about a minute
     # at R50 size on a CPU, recompiles for new input sizes). Default False.
     _C.MODEL.GRIDCLIP.INFERENCE.COMPILE = False
+    # Added at inference to the class logits of test categories outside the training vocabulary of the
+    # weights (never seen in training, as positives or as negatives). 0.0 = the paper. A negative value
+    # keeps unseen names from outscoring a base object's own name at the same box (docs/WORLD.md,
+    # "Naming"); it moves an unseen class's scores alone, so its AP changes only through the score
+    # threshold and the per-image detection cap. Not available in the vocabulary-as-input export.
+    _C.MODEL.GRIDCLIP.INFERENCE.UNSEEN_CLASS_LOGIT_OFFSET = 0.0
 
     # ---------------------------------------------------------------- image-level teacher
     _C.MODEL.GRIDCLIP.TEACHER = CN()

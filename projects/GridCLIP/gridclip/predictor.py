@@ -124,10 +124,13 @@ class VocabularySnapshot:
     Attributes:
         names: the K class names ``class_ids`` index.
         embeddings: [K, D] L2-normalised class embeddings on the model's device.
+        logit_offsets: [K] each class's inference logit offset (``GridCLIP.unseen_logit_offsets``:
+            MODEL.GRIDCLIP.INFERENCE.UNSEEN_CLASS_LOGIT_OFFSET for classes the weights were not trained on).
     """
 
     names: Tuple[str, ...]
     embeddings: torch.Tensor
+    logit_offsets: torch.Tensor
 
 
 def load_predictor_config(config_file, weights=None, opts=(), device=None, confidence_threshold=None):
@@ -234,8 +237,12 @@ class GridCLIPPredictor:
         else:
             logger.warning("GridCLIPPredictor: no weights given (MODEL.WEIGHTS is empty); the detector is untrained.")
         self._swap_lock = threading.Lock()  # serialises set_vocabulary calls only; inference never takes it
-        self._vocabulary = VocabularySnapshot(tuple(self.model.test_class_names),
-                                              self.model.classifier.test_embeddings)
+        if self.checkpoint_train_class_names is not None:  # unseen = not among the classes of the weights
+            self.model.set_seen_class_names(self.checkpoint_train_class_names)
+        elif self.model.unseen_class_logit_offset and checkpoint is not None:
+            logger.warning("GridCLIPPredictor: %s records no training vocabulary, so no class is treated as unseen "
+                           "(MODEL.GRIDCLIP.INFERENCE.UNSEEN_CLASS_LOGIT_OFFSET has no effect).", weights_path)
+        self._vocabulary = self._model_vocabulary()
         #: the text tower kept loaded and the embedded vocabularies / queries kept in memory (bounded)
         self.text_queries = TextQueries(self.model.text_encoder, device=self.cfg.MODEL.DEVICE)
         self.resize = T.ResizeShortestEdge(
@@ -305,8 +312,12 @@ class GridCLIPPredictor:
         """Install (names, [K, D] embeddings) in the model and as the new snapshot, atomically for readers."""
         with self._swap_lock:  # the model's own vocabulary (read by export, save_pretrained) stays in step
             self.model.set_vocabulary(list(names), embeddings)
-            self._vocabulary = VocabularySnapshot(tuple(self.model.test_class_names),
-                                                  self.model.classifier.test_embeddings)
+            self._vocabulary = self._model_vocabulary()
+
+    def _model_vocabulary(self) -> VocabularySnapshot:
+        classifier = self.model.classifier
+        return VocabularySnapshot(tuple(self.model.test_class_names), classifier.test_embeddings,
+                                  classifier.test_logit_offsets)
 
     @property
     def embed_dim(self) -> int:
@@ -395,12 +406,13 @@ class GridCLIPPredictor:
         snapshot = self._vocabulary  # read once: names and embeddings of one vocabulary for the whole call
         vocabulary = list(snapshot.names)
         embeddings = snapshot.embeddings.to(self.model.device)
+        logit_offsets = snapshot.logit_offsets.to(self.model.device)
         with torch.no_grad():
             for indices in groups.values():
                 for start in range(0, len(indices), batch_size):
                     chunk = indices[start : start + batch_size]
                     outputs = self.model([inputs[i] for i in chunk], return_grid_embeddings=True,
-                                         test_embeddings=embeddings)
+                                         test_embeddings=embeddings, test_logit_offsets=logit_offsets)
                     for i, output in zip(chunk, outputs):
                         results[i] = self._to_detections(output["instances"], vocabulary)
         return results

@@ -5,7 +5,7 @@ TorchScript / ONNX files, and single-thread latency of onnxruntime vs PyTorch.
 """
 import contextlib
 import time
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -23,26 +23,32 @@ __all__ = [
 
 
 @contextlib.contextmanager
-def vocabulary_as(model, class_embeddings: Tensor):
-    """The model scores ``class_embeddings`` [K, D] (rows = classes) inside the block; restored after."""
+def vocabulary_as(model, class_embeddings: Tensor, logit_offsets: Optional[Tensor] = None):
+    """
+    The model scores ``class_embeddings`` [K, D] (rows = classes) with ``logit_offsets`` [K] (None =
+    zeros) inside the block; restored after.
+    """
     classifier = model.classifier
-    saved = classifier.test_embeddings, model.test_class_names, model._test_vocabulary_pending
-    classifier.set_test_embeddings(class_embeddings, "the checked class embeddings")
+    saved = (classifier.test_embeddings, classifier.test_logit_offsets, model.test_class_names,
+             model._test_vocabulary_pending)
+    classifier.set_test_embeddings(class_embeddings, "the checked class embeddings", logit_offsets)
     model.test_class_names = [f"class {i}" for i in range(len(class_embeddings))]
     model._test_vocabulary_pending = False
     try:
         yield model
     finally:
-        classifier.test_embeddings, model.test_class_names, model._test_vocabulary_pending = saved
+        (classifier.test_embeddings, classifier.test_logit_offsets, model.test_class_names,
+         model._test_vocabulary_pending) = saved
 
 
-def pytorch_detections(model, images: Tensor, image_sizes: Tensor, class_embeddings: Tensor) -> Tuple[Tensor, ...]:
+def pytorch_detections(model, images: Tensor, image_sizes: Tensor, class_embeddings: Tensor,
+                       logit_offsets: Optional[Tensor] = None) -> Tuple[Tensor, ...]:
     """
     The GridCLIP model's own detections (its inference path, exact bound decoder) on the exported graph's
     inputs, in its output layout: boxes [N, 4], scores [N], classes [N], batch_index [N].
     """
     inputs = [{"image": images[i, :, :h, :w]} for i, (h, w) in enumerate(image_sizes.tolist())]
-    with torch.no_grad(), vocabulary_as(model, class_embeddings):
+    with torch.no_grad(), vocabulary_as(model, class_embeddings, logit_offsets):
         results = [r["instances"] for r in model(inputs)]
     return (torch.cat([r.pred_boxes.tensor for r in results]), torch.cat([r.scores for r in results]),
             torch.cat([r.pred_classes for r in results]),

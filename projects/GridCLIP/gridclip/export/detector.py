@@ -10,6 +10,8 @@ TorchScript, ONNX's ``NonMaxSuppression`` with the classes as its class axis), t
 ``TEST.DETECTIONS_PER_IMAGE`` best, boxes clipped to each image. Its detections equal the PyTorch model's
 on the same resized images (tested with onnxruntime and TorchScript).
 """
+from typing import Optional
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -84,8 +86,10 @@ def contract_gate(ok: Tensor, x: Tensor) -> Tensor:
 
 class ExportableGridCLIP(nn.Module):
     """
-    ``forward(images [B,3,H,W] uint8, image_sizes [B,2] int64, class_embeddings [K,D] float32)`` ->
-    ``(boxes [N,4], scores [N], classes [N], batch_index [N])``: see :mod:`.contract`.
+    ``forward(images [B,3,H,W] uint8, image_sizes [B,2] int64, class_embeddings [K,D] float32[,
+    class_logit_offsets [K] float32])`` -> ``(boxes [N,4], scores [N], classes [N], batch_index [N])``:
+    see :mod:`.contract`. The offsets (the model's unseen-class calibration) are a constant of a baked
+    vocabulary (:class:`BakedVocabulary`), never a graph input.
     Holds (does not copy) a GridCLIP model in eval mode with grid alignment.
     """
 
@@ -99,7 +103,8 @@ class ExportableGridCLIP(nn.Module):
         self.register_buffer("pixel_std", model.pixel_std.detach().clone(), persistent=False)
         self.eval()  # an export restores this mode afterwards: it must not switch the model to training
 
-    def forward(self, images: Tensor, image_sizes: Tensor, class_embeddings: Tensor):
+    def forward(self, images: Tensor, image_sizes: Tensor, class_embeddings: Tensor,
+                class_logit_offsets: Optional[Tensor] = None):
         if not torch.jit.is_tracing():
             self.contract.check(images, image_sizes, class_embeddings)
         model = self.model
@@ -114,7 +119,7 @@ class ExportableGridCLIP(nn.Module):
         cls_out, box_deltas, centerness = model.head(features)
         text = F.normalize(class_embeddings.float(), dim=1)
         scaled_text = fold_logit_scale(text, model.classifier.logit_scale)  # [D, K], as at inference
-        bias = model.classifier.bias
+        bias = model.classifier.bias if class_logit_offsets is None else model.classifier.bias + class_logit_offsets
         num_classes = class_embeddings.shape[0]
         class_range = torch.ones_like(class_embeddings[:, 0], dtype=torch.long).cumsum(0) - 1  # [K]
         level_boxes, level_scores, level_classes = [], [], []
@@ -167,13 +172,22 @@ class ExportableGridCLIP(nn.Module):
 
 
 class BakedVocabulary(nn.Module):
-    """``forward(images, image_sizes)``: :class:`ExportableGridCLIP` with its class embeddings as constants."""
+    """
+    ``forward(images, image_sizes)``: :class:`ExportableGridCLIP` with its class embeddings [K, D] and
+    their logit offsets [K] (None = none) as constants.
+    """
 
-    def __init__(self, exportable: ExportableGridCLIP, class_embeddings: Tensor):
+    def __init__(self, exportable: ExportableGridCLIP, class_embeddings: Tensor,
+                 class_logit_offsets: Optional[Tensor] = None):
         super().__init__()
         self.exportable = exportable
         self.register_buffer("class_embeddings", class_embeddings.detach().float().clone())
+        offsets = None if class_logit_offsets is None or not bool(class_logit_offsets.any()) else \
+            class_logit_offsets.detach().float().clone()
+        self.register_buffer("class_logit_offsets", offsets)
         self.eval()
 
     def forward(self, images: Tensor, image_sizes: Tensor):
-        return self.exportable(images, image_sizes, self.class_embeddings)
+        if self.class_logit_offsets is None:
+            return self.exportable(images, image_sizes, self.class_embeddings)
+        return self.exportable(images, image_sizes, self.class_embeddings, self.class_logit_offsets)

@@ -128,9 +128,16 @@ def export_model(config_file, output, *, formats=FORMATS, vocabulary=None, bake_
     model._ensure_test_vocabulary()
     names = list(model.test_class_names)
     embeddings = model.classifier.test_embeddings.detach().clone()  # [K, D], unit rows
+    logit_offsets = model.classifier.test_logit_offsets.detach().clone()  # [K], zeros unless calibrated
+    if bool(logit_offsets.any()) and not bake_vocabulary:
+        raise ToolError(
+            f"MODEL.GRIDCLIP.INFERENCE.UNSEEN_CLASS_LOGIT_OFFSET is {model.unseen_class_logit_offset} and "
+            f"{int((logit_offsets != 0).sum())} of the {len(names)} classes are unseen, but a graph that takes the "
+            "class embeddings as input cannot know which classes are unseen: bake the vocabulary "
+            "(--bake-vocabulary) or export with --opts MODEL.GRIDCLIP.INFERENCE.UNSEEN_CLASS_LOGIT_OFFSET 0.")
     contract = InputContract.from_model(cfg, model)
     exportable = ExportableGridCLIP(model, contract)
-    module = BakedVocabulary(exportable, embeddings) if bake_vocabulary else exportable
+    module = BakedVocabulary(exportable, embeddings, logit_offsets) if bake_vocabulary else exportable
     # Traced with two images and 7 classes: no dimension of size 1 that a tracer could specialise.
     trace_images, trace_sizes = make_batch(contract, CHECK_SHAPES[:2], seed=1)
     trace_args = (trace_images, trace_sizes) if bake_vocabulary else (trace_images, trace_sizes,
@@ -146,6 +153,7 @@ def export_model(config_file, output, *, formats=FORMATS, vocabulary=None, bake_
     report = {
         "input_contract": contract.as_dict(), "inputs": list(input_names), "outputs": list(OUTPUT_NAMES),
         "vocabulary_baked": bool(bake_vocabulary), "class_names": names,
+        "class_logit_offsets": [float(v) for v in logit_offsets],
         "class_embeddings_file": os.path.basename(targets["class_embeddings"]),
         "text_encoder": {"clip_model_name": settings["clip_model_name"],
                          "pretrained": pretrained_identity(settings["pretrained"]),
@@ -197,7 +205,7 @@ def export_model(config_file, output, *, formats=FORMATS, vocabulary=None, bake_
     if check:
         start = time.perf_counter()
         report["checks"].update(_check_detectors(model, contract, targets, formats, bake_vocabulary, embeddings,
-                                                 cfg, sample_image))
+                                                 cfg, sample_image, logit_offsets))
         timings["checks"] = time.perf_counter() - start
     if benchmark_repeats and "onnx" in formats:
         images, sizes = make_batch(contract, CHECK_SHAPES[:1], seed=3)
@@ -225,7 +233,8 @@ def _check_text_encoder(path, tower, tokenizer, names, embeddings, templates, th
             "max_abs_diff_class_embeddings": float((rebuilt - embeddings).abs().max())}
 
 
-def _check_detectors(model, contract, targets, formats, baked, embeddings, cfg, sample_image) -> dict:
+def _check_detectors(model, contract, targets, formats, baked, embeddings, cfg, sample_image,
+                     logit_offsets=None) -> dict:
     """Each written detector vs the PyTorch model on two batches (and vocabularies), and a refused input."""
     # A batch of 1 (the sample image, else a random one) with the vocabulary; a mixed batch of 3 sizes
     # with another vocabulary (5 random classes) unless the vocabulary is baked in.
@@ -247,7 +256,7 @@ def _check_detectors(model, contract, targets, formats, baked, embeddings, cfg, 
         runners["onnx"] = lambda *args: run_onnx(session, *args)
     checks = {fmt: {"batches": []} for fmt in runners}
     for images, sizes, class_embeddings in batches:
-        reference = pytorch_detections(model, images, sizes, class_embeddings)
+        reference = pytorch_detections(model, images, sizes, class_embeddings, logit_offsets if baked else None)
         args = (images, sizes) if baked else (images, sizes, class_embeddings)
         for fmt, run in runners.items():
             checks[fmt]["batches"].append({"batch": len(sizes), "image_sizes": sizes.tolist(),

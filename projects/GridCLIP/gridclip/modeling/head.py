@@ -123,7 +123,9 @@ class TextEmbeddingClassifier(nn.Module):
     The scale is learnable (stored as its log, so it stays positive) and the bias starts at the
     focal-loss prior ``-log((1 - p) / p)``. Text embeddings are L2-normalised once when set and kept
     as non-persistent buffers: checkpoints do not depend on the vocabulary. In training mode the
-    training vocabulary is scored, in eval mode the test vocabulary.
+    training vocabulary is scored, in eval mode the test vocabulary, each test class with its own
+    logit offset added (``test_logit_offsets`` [K_test], zeros unless set: the project's
+    unseen-class calibration, MODEL.GRIDCLIP.INFERENCE.UNSEEN_CLASS_LOGIT_OFFSET; not in the paper).
     """
 
     def __init__(
@@ -153,6 +155,8 @@ class TextEmbeddingClassifier(nn.Module):
         self.bias = nn.Parameter(torch.tensor(-math.log((1 - prior_prob) / prior_prob)))
         self.register_buffer("train_embeddings", self._normalise(train_embeddings), persistent=False)
         self.register_buffer("test_embeddings", self.train_embeddings.clone(), persistent=False)
+        self.register_buffer("test_logit_offsets", self.train_embeddings.new_zeros(self.num_train_classes),
+                             persistent=False)
         if test_embeddings is not None:
             self.set_test_embeddings(test_embeddings)
 
@@ -172,10 +176,19 @@ class TextEmbeddingClassifier(nn.Module):
     def num_test_classes(self) -> int:
         return self.test_embeddings.shape[0]
 
-    def set_test_embeddings(self, embeddings: torch.Tensor, source: str = "the test vocabulary's text embeddings"):
-        """Swap the test vocabulary: [K, D] (D must equal the model's embedding dim; ``source`` names them in errors)."""
+    def set_test_embeddings(self, embeddings: torch.Tensor, source: str = "the test vocabulary's text embeddings",
+                            logit_offsets: Optional[torch.Tensor] = None):
+        """
+        Swap the test vocabulary: [K, D] (D must equal the model's embedding dim; ``source`` names them
+        in errors) and its per-class logit offsets [K] (None = zeros).
+        """
         check_text_embeddings(embeddings, None, self.embed_dim, source)
-        self.test_embeddings = self._normalise(embeddings).to(self.train_embeddings.device)
+        device = self.train_embeddings.device
+        offsets = torch.zeros(len(embeddings)) if logit_offsets is None else logit_offsets.detach().float().reshape(-1)
+        if len(offsets) != len(embeddings):
+            raise ValueError(f"{source}: {len(offsets)} logit offsets for {len(embeddings)} classes.")
+        self.test_embeddings = self._normalise(embeddings).to(device)
+        self.test_logit_offsets = offsets.to(device)
 
     def forward(self, grid_embeddings: torch.Tensor) -> torch.Tensor:
         """
@@ -187,10 +200,12 @@ class TextEmbeddingClassifier(nn.Module):
         """
         text = self.train_embeddings if self.training else self.test_embeddings
         cosine = F.normalize(grid_embeddings, dim=-1) @ text.to(grid_embeddings.dtype).t()
-        return cosine * self.logit_scale + self.bias
+        if self.training:
+            return cosine * self.logit_scale + self.bias
+        return cosine * self.logit_scale + (self.bias + self.test_logit_offsets).to(cosine.dtype)
 
-    def inference_logits(self, grid_embeddings: List[torch.Tensor],
-                         test_embeddings: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
+    def inference_logits(self, grid_embeddings: List[torch.Tensor], test_embeddings: Optional[torch.Tensor] = None,
+                         test_logit_offsets: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
         """
         Eq. 3's inference form: the test vocabulary's logits as one ``addmm`` per level with the scale
         folded into the text embeddings, ``logits = bias + normalize(G) @ (scale · T)ᵀ`` (``forward``'s
@@ -200,14 +215,19 @@ class TextEmbeddingClassifier(nn.Module):
             grid_embeddings: list over levels of [N, Ri, D]; under autocast their dtype is the autocast
                 one, and the [D, K] matrix is cast to it once.
             test_embeddings: [K, D] L2-normalised embeddings to score instead of ``self.test_embeddings``.
+            test_logit_offsets: [K] their per-class logit offsets (with ``test_embeddings``; None there =
+                zeros); without ``test_embeddings``, ``self.test_logit_offsets``.
 
         Returns:
             list over levels of [N, Ri, K_test] logits.
         """
         dtype = grid_embeddings[0].dtype
-        text = self.test_embeddings if test_embeddings is None else test_embeddings  # a caller's snapshot
+        if test_embeddings is None:
+            text, offsets = self.test_embeddings, self.test_logit_offsets
+        else:  # a caller's snapshot
+            text, offsets = test_embeddings, test_logit_offsets
         scaled_text = fold_logit_scale(text, self.logit_scale).to(dtype)  # [D, K]
-        bias = self.bias.to(dtype)
+        bias = (self.bias if offsets is None else self.bias + offsets.to(self.bias.device)).to(dtype)  # [] or [K]
         logits = []
         for embeddings in grid_embeddings:
             n, r, d = embeddings.shape

@@ -26,7 +26,12 @@ from .image_head import ImageEmbeddingHead, teacher_embed_dim
 from .losses import BOX_REG_WEIGHTINGS, centerness_weighted_box_reg_loss, gridclip_loss, image_alignment_loss
 from .text import cache as text_cache
 from ..config_checks import check_config
-from ..vocabulary import resolve_train_test_vocabularies, resolve_train_vocabulary, validate_vocabulary
+from ..vocabulary import (
+    resolve_train_test_vocabularies,
+    resolve_train_vocabulary,
+    unseen_class_mask,
+    validate_vocabulary,
+)
 
 __all__ = ["GridCLIP"]
 
@@ -77,6 +82,7 @@ class GridCLIP(FCOS):
         channels_last: bool = True,
         decoder: str = "bound",
         compile_inference: bool = False,
+        unseen_class_logit_offset: float = 0.0,
         lazy_test_vocabulary: bool = False,
         pixel_mean,
         pixel_std,
@@ -108,6 +114,9 @@ class GridCLIP(FCOS):
                 backbone/head, the candidate selection ("bound", "threshold", "dense"; same pairs),
                 torch.compile of backbone + head. They change no result and no parameter; each can
                 be switched at any time with ``configure_inference``.
+            unseen_class_logit_offset: added at inference to the logits of test classes outside the
+                training vocabulary of the weights (``seen_class_names``; ``unseen_logit_offsets``).
+                0 = the paper; MODEL.GRIDCLIP.INFERENCE.UNSEEN_CLASS_LOGIT_OFFSET.
             lazy_test_vocabulary: the classifier holds only the training vocabulary's embeddings; the
                 test vocabulary's (``test_class_names``) are built with ``text_encoder`` at the first
                 inference or ``set_vocabulary`` call.
@@ -148,6 +157,9 @@ class GridCLIP(FCOS):
         self.input_format = input_format
         self.train_class_names = train_class_names
         self.test_class_names = test_class_names
+        self.unseen_class_logit_offset = float(unseen_class_logit_offset)
+        #: the classes the weights were trained on (``set_seen_class_names``; default the training vocabulary)
+        self.seen_class_names = list(train_class_names)
         #: the test vocabulary's text embeddings are still to be built (at the first inference)
         self._test_vocabulary_pending = bool(lazy_test_vocabulary) and classifier is not None
         self._check_components()
@@ -155,6 +167,7 @@ class GridCLIP(FCOS):
         self._compiled_backbone_head = None
         self.configure_inference(fold_bn=fold_bn, channels_last=channels_last, decoder=decoder,
                                  compile_inference=compile_inference)
+        self._refresh_test_logit_offsets()
 
     # ------------------------------------------------------------------ construction
     def _check_components(self):
@@ -292,6 +305,7 @@ class GridCLIP(FCOS):
             "channels_last": cfg.MODEL.GRIDCLIP.INFERENCE.CHANNELS_LAST,
             "decoder": cfg.MODEL.GRIDCLIP.INFERENCE.DECODER,
             "compile_inference": cfg.MODEL.GRIDCLIP.INFERENCE.COMPILE,
+            "unseen_class_logit_offset": cfg.MODEL.GRIDCLIP.INFERENCE.UNSEEN_CLASS_LOGIT_OFFSET,
             "lazy_test_vocabulary": bool(gc.GRID_ALIGN) and test_names != train_names,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
@@ -358,13 +372,35 @@ class GridCLIP(FCOS):
         embeddings, source = text_cache.vocabulary_text_embeddings(
             names, text_embeddings, self.text_encoder, self.classifier.embed_dim
         )
-        self.classifier.set_test_embeddings(embeddings, source)
+        self.classifier.set_test_embeddings(embeddings, source, self.unseen_logit_offsets(names))
         self.test_class_names = names
         self._test_vocabulary_pending = False
 
+    def unseen_logit_offsets(self, names: Sequence[str]) -> Tensor:
+        """
+        [K] the inference logit offset of each of ``names``: ``unseen_class_logit_offset`` for a name
+        outside ``seen_class_names`` (compared as the text encoder sees them), 0 for the others.
+
+        The project's unseen-class calibration (not in the paper; docs/WORLD.md "Naming"): the
+        classifier's bias is learned against the training classes only, and a class never seen in
+        training, positive or negative, can outscore a base object's own name.
+        """
+        unseen = unseen_class_mask(names, self.seen_class_names)
+        return torch.tensor([self.unseen_class_logit_offset if u else 0.0 for u in unseen])
+
+    def set_seen_class_names(self, names: Sequence[str]):
+        """The classes the loaded weights were trained on (e.g. a checkpoint's record); refreshes the offsets."""
+        self.seen_class_names = list(names)
+        self._refresh_test_logit_offsets()
+
+    def _refresh_test_logit_offsets(self):
+        if self.grid_align and not self._test_vocabulary_pending:
+            self.classifier.test_logit_offsets = self.unseen_logit_offsets(self.test_class_names).to(
+                self.classifier.test_embeddings.device)
+
     # ------------------------------------------------------------------ forward
     def forward(self, batched_inputs: List[Dict[str, Tensor]], return_grid_embeddings: Optional[bool] = None,
-                test_embeddings: Optional[Tensor] = None):
+                test_embeddings: Optional[Tensor] = None, test_logit_offsets: Optional[Tensor] = None):
         """
         Args:
             batched_inputs: see the class docstring.
@@ -372,10 +408,13 @@ class GridCLIP(FCOS):
             test_embeddings: inference only; [K, D] L2-normalised class embeddings on the model's device
                 to score instead of the stored test vocabulary's (one consistent vocabulary per call,
                 whatever another thread's ``set_vocabulary`` does meanwhile: ``GridCLIPPredictor``).
+            test_logit_offsets: inference only, with ``test_embeddings``: their [K] logit offsets
+                (``unseen_logit_offsets``; None = zeros).
         """
         images = self.preprocess_image(batched_inputs)
         if not self.training:
-            return self._forward_inference(batched_inputs, images, return_grid_embeddings, test_embeddings)
+            return self._forward_inference(batched_inputs, images, return_grid_embeddings, test_embeddings,
+                                           test_logit_offsets)
         features = self.backbone(images.tensor)
         image_embedding = features.get(IMAGE_EMBEDDING_KEY)
         features = [features[f] for f in self.head_in_features]
@@ -416,7 +455,8 @@ class GridCLIP(FCOS):
         features = [features[f] for f in self.head_in_features]
         return features, self.head(features)
 
-    def _forward_inference(self, batched_inputs, images, return_grid_embeddings: Optional[bool], test_embeddings=None):
+    def _forward_inference(self, batched_inputs, images, return_grid_embeddings: Optional[bool], test_embeddings=None,
+                           test_logit_offsets=None):
         self._ensure_test_vocabulary()
         if return_grid_embeddings is None:
             return_grid_embeddings = self.return_grid_embeddings
@@ -431,7 +471,8 @@ class GridCLIP(FCOS):
                 self._compiled_backbone_head = torch.compile(self._backbone_head, dynamic=False)
             run = self._compiled_backbone_head
         features, predictions = run(tensor)
-        results = self.forward_inference(images, features, predictions, return_grid_embeddings, test_embeddings)
+        results = self.forward_inference(images, features, predictions, return_grid_embeddings, test_embeddings,
+                                         test_logit_offsets)
         processed_results = []
         for results_per_image, input_per_image, image_size in zip(results, batched_inputs, images.image_sizes):
             height = input_per_image.get("height", image_size[0])
@@ -501,14 +542,16 @@ class GridCLIP(FCOS):
             )
         return losses
 
-    def inference_predictions(self, predictions, test_embeddings: Optional[Tensor] = None):
+    def inference_predictions(self, predictions, test_embeddings: Optional[Tensor] = None,
+                              test_logit_offsets: Optional[Tensor] = None):
         """
         Head outputs -> per-level class logits [N, Ri, K] (the test vocabulary), box deltas [N, Ri, 4]
         and centerness [N, Ri, 1] (both fp32, also under autocast) and grid embeddings [N, Ri, D] (None
         without grid alignment).
 
         The cosine classifier runs in its inference form (``TextEmbeddingClassifier.inference_logits``:
-        one ``addmm`` per level, scale folded into the text embeddings).
+        one ``addmm`` per level, scale folded into the text embeddings, each class's logit offset
+        in the bias).
         """
         cls_out, box_deltas, centerness = predictions
         box_deltas = [permute_to_N_HWA_K(x, 4).float() for x in box_deltas]
@@ -516,18 +559,18 @@ class GridCLIP(FCOS):
         if not self.grid_align:
             return [permute_to_N_HWA_K(x, self.num_classes) for x in cls_out], box_deltas, centerness, None
         grid_embeddings = [permute_to_N_HWA_K(x, self.classifier.embed_dim) for x in cls_out]
-        logits = self.classifier.inference_logits(grid_embeddings, test_embeddings)
+        logits = self.classifier.inference_logits(grid_embeddings, test_embeddings, test_logit_offsets)
         return logits, box_deltas, centerness, grid_embeddings
 
     def forward_inference(self, images, features, predictions, return_grid_embeddings: bool = False,
-                          test_embeddings: Optional[Tensor] = None):
+                          test_embeddings: Optional[Tensor] = None, test_logit_offsets: Optional[Tensor] = None):
         """
         Decoding + class-wise NMS per image (:func:`gridclip.modeling.decoding.decode_dense_predictions`,
         the decoder the FCOS peer of ``gridclip.analysis`` shares). Anchors, boxes and scores are fp32
         whatever the autocast dtype of the network.
         """
         pred_logits, pred_deltas, pred_centerness, grid_embeddings = self.inference_predictions(
-            predictions, test_embeddings)
+            predictions, test_embeddings, test_logit_offsets)
         anchors = [a.tensor.float() for a in self.anchor_generator(features)]
         return decode_dense_predictions(
             images.image_sizes, anchors, pred_logits, pred_deltas, pred_centerness,

@@ -20,7 +20,7 @@ from .builtin import (
     voc_class_names,
 )
 from .files import parse_custom_vocabulary, read_vocabulary_file
-from .names import clean_category_name, clean_name, text_encoder_form, validate_vocabulary
+from .names import clean_category_name, clean_name, text_encoder_form, unseen_class_mask, validate_vocabulary
 from .resolve import resolve_train_test_vocabularies, resolve_train_vocabulary, resolve_vocabulary
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "clean_category_name",
     "clean_name",
     "text_encoder_form",
+    "unseen_class_mask",
     "validate_vocabulary",
     "resolve_vocabulary",
     "resolve_train_vocabulary",

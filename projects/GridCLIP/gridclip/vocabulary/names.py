@@ -18,7 +18,7 @@ import unicodedata
 
 import ftfy
 
-__all__ = ["clean_name", "clean_category_name", "text_encoder_form", "validate_vocabulary"]
+__all__ = ["clean_name", "clean_category_name", "text_encoder_form", "unseen_class_mask", "validate_vocabulary"]
 
 _PLAIN_ASCII = re.compile(r"[ -%'-~]*").fullmatch
 
@@ -129,3 +129,13 @@ def validate_vocabulary(names, source="the vocabulary"):
             "and '_' → ' ')."
         )
     return cleaned
+
+
+def unseen_class_mask(names, seen_names):
+    """
+    ``[bool]``, one per name of ``names``: True where the name is not among ``seen_names`` (e.g. the
+    classes a detector was trained on), names compared as the text encoder sees them
+    (:func:`text_encoder_form`: ``"Red_Circle"`` is ``"red circle"``).
+    """
+    seen = {text_encoder_form(name) for name in seen_names}
+    return [text_encoder_form(name) not in seen for name in names]

@@ -112,7 +112,8 @@ _SETTINGS_VERSION = 2  # 2: the test split is part of the key
 #: config keys added after :data:`_SETTINGS_VERSION` 2, with the value that does what the config did before
 #: the key existed: left out of the settings key at that value, so runs made before it was added are still
 #: found (at another value it is in the key, as any setting)
-_KEYS_ADDED_SINCE = {("MODEL", "GRIDCLIP", "TEACHER", "CROPS"): 0}
+_KEYS_ADDED_SINCE = {("MODEL", "GRIDCLIP", "TEACHER", "CROPS"): 0,
+                     ("MODEL", "GRIDCLIP", "INFERENCE", "UNSEEN_CLASS_LOGIT_OFFSET"): 0.0}
 
 
 class StaleRunError(ValueError):
