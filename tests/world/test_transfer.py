@@ -35,7 +35,12 @@ SMALL_WORLD = dict(num_train_images=160, num_val_images=64, image_size=(96, 96),
                    unannotated_novel_share=0.0)
 SCHEDULE = ["SOLVER.MAX_ITER", "160", "SOLVER.STEPS", "(130,)", "SOLVER.WARMUP_ITERS", "20",
             "SOLVER.IMS_PER_BATCH", "4", "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MAX_SIZE_TRAIN", "96",
-            "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "96", "TEST.EVAL_PERIOD", "0", "SEED", "0"]
+            "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "96", "TEST.EVAL_PERIOD", "0", "SEED", "0",
+            # the paper's scoring: the world config's unseen-class offset (-0.5) was chosen on the default world's
+            # held-out data, and lowering novel names would hide the novel-name transfer tested here (with it,
+            # full-vocabulary novel accuracy 0.06 and exemplar top-1 0.16 here). The offset itself:
+            # tests/modeling/test_unseen_class_offset.py, tests/tools/test_export_model.py.
+            "MODEL.GRIDCLIP.INFERENCE.UNSEEN_CLASS_LOGIT_OFFSET", "0.0"]
 
 
 @pytest.fixture(scope="module")

@@ -70,7 +70,7 @@ def measure_speedups(model, test_input, device, amp_dtype, iters, warmup, with_c
         model.configure_inference(**settings)
         if today_classifier:
             # the code before: classifier module, no casts (the model's own vocabulary: no snapshot given)
-            model.inference_predictions = lambda predictions, test_embeddings=None: model.dense_predictions(predictions)
+            model.inference_predictions = lambda predictions, *vocabulary: model.dense_predictions(predictions)
         try:
             with torch.no_grad(), autocast(device, "amp" if amp else "fp32", amp_dtype):
                 return model([test_input])[0]["instances"]
