@@ -4,6 +4,7 @@ trained on gets the offset added to its logits; the training classes' detections
 move, 0 (the paper) changes nothing, and which classes are unseen follows the names as the text
 encoder sees them and the training vocabulary of the weights (``set_seen_class_names``).
 """
+import pytest
 import torch
 from detectron2.modeling import build_model
 
@@ -52,3 +53,8 @@ def test_seen_classes_follow_the_weights_training_vocabulary(tiny_cfg):
     assert model.classifier.test_logit_offsets.tolist() == [0.0, -2.0]
     model.set_seen_class_names(["cat", "dog", "red umbrella", "zebra"])  # e.g. a checkpoint's record
     assert model.classifier.test_logit_offsets.tolist() == [0.0, 0.0]
+
+
+def test_a_non_finite_offset_is_refused_naming_the_key(tiny_cfg):
+    with pytest.raises(ValueError, match="UNSEEN_CLASS_LOGIT_OFFSET.*finite number"):
+        build_model(tiny_cfg(**{"MODEL.GRIDCLIP.INFERENCE.UNSEEN_CLASS_LOGIT_OFFSET": float("inf")}))

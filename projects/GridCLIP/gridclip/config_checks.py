@@ -68,6 +68,7 @@ MODEL_CHECKS = (
     ("MODEL.GRIDCLIP.LOGIT_SCALE_INIT", _in(0.0, _INF, low_open=True), "a number > 0"),
     ("MODEL.GRIDCLIP.GRID_LOSS_WEIGHT", _in(0.0, _INF), "a number >= 0"),
     ("MODEL.GRIDCLIP.IMAGE_LOSS_WEIGHT", _in(0.0, _INF), "a number >= 0"),
+    ("MODEL.GRIDCLIP.INFERENCE.UNSEEN_CLASS_LOGIT_OFFSET", _number, "a finite number (0 = the paper)"),
     ("MODEL.PIXEL_STD", _three_positive, "three numbers > 0"),
     ("INPUT.MIN_SIZE_TEST", _int_at_least(0), "an integer >= 0 (the test-time short side, pixels; 0 = no resize)"),
     ("INPUT.MAX_SIZE_TEST", _int_at_least(1), "an integer >= 1 (the test-time long-side limit, pixels)"),
