@@ -177,6 +177,20 @@ def test_grid_embeddings_have_the_clip_dim_and_rescore_without_the_model(predict
         predictor.rescore(result, ["a", "b"], text_embeddings=torch.zeros(2, 10))
 
 
+def test_rescore_applies_the_unseen_class_offset_to_unseen_names_only(predictor, val_paths):
+    result = predictor(val_paths[0])
+    names = list(predictor.model.seen_class_names[:3]) + CUSTOM[:2]  # 3 trained classes, 2 never trained
+    plain = predictor.rescore(result, names).text_scores
+    predictor.model.unseen_class_logit_offset = -1.0  # MODEL.GRIDCLIP.INFERENCE.UNSEEN_CLASS_LOGIT_OFFSET
+    try:
+        calibrated = predictor.rescore(result, names).text_scores
+    finally:
+        predictor.model.unseen_class_logit_offset = 0.0
+    logit = lambda p: torch.log(p / (1 - p))  # noqa: E731
+    torch.testing.assert_close(calibrated[:, :3], plain[:, :3])  # the weights' training classes
+    torch.testing.assert_close(logit(calibrated[:, 3:]), logit(plain[:, 3:]) - 1.0, rtol=0, atol=1e-4)
+
+
 def test_bad_inputs_name_the_problem(predictor, dataset, tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.jpg"):
         predictor(str(tmp_path / "missing.jpg"))

@@ -436,9 +436,11 @@ class GridCLIPPredictor:
         """
         Classify ``result``'s boxes against a new vocabulary from their grid embeddings alone.
 
-        Each box gets ``text_scores`` [N, K] = sigmoid(logit_scale · cos(G, t_k) + bias) with the
-        model's learned classifier scale and bias, and is relabelled with its best name; ``scores``
-        become that name's probability (the detector's centerness is not part of it).
+        Each box gets ``text_scores`` [N, K] = sigmoid(logit_scale · cos(G, t_k) + bias + offset_k) with
+        the model's learned classifier scale and bias and its unseen-class offset for names outside the
+        weights' training vocabulary (``GridCLIP.unseen_logit_offsets``; 0 unless configured), and is
+        relabelled with its best name; ``scores`` become that name's probability (the detector's
+        centerness is not part of it).
 
         Args:
             result: a :class:`Detections` from this predictor.
@@ -470,7 +472,8 @@ class GridCLIPPredictor:
         classifier = self.model.classifier
         with torch.no_grad():
             cosine = F.normalize(result.grid_embeddings.float(), dim=-1) @ F.normalize(embeddings.float(), dim=-1).T
-            probabilities = torch.sigmoid(cosine * classifier.logit_scale.cpu() + classifier.bias.cpu())
+            bias = classifier.bias.cpu() + self.model.unseen_logit_offsets(names)  # [K]
+            probabilities = torch.sigmoid(cosine * classifier.logit_scale.cpu() + bias)
         if len(result):
             scores, class_ids = probabilities.max(dim=1)
         else:
