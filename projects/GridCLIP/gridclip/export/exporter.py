@@ -105,7 +105,7 @@ def export_model(config_file, output, *, formats=FORMATS, vocabulary=None, bake_
     from ..modeling.clip_loading import create_clip_model, pretrained_identity
     from ..modeling.text.cache import text_encoder_settings
     from ..modeling.text.prompts import build_prompts, resolve_templates
-    from ..predictor import GridCLIPPredictor
+    from ..predictor import GridCLIPPredictor, load_predictor_config
 
     # Tracing warns about every Python-level shape use; the exported graphs are checked at other sizes.
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
@@ -123,18 +123,19 @@ def export_model(config_file, output, *, formats=FORMATS, vocabulary=None, bake_
             raise ToolError("ONNX export needs the 'onnx' and 'onnxruntime' packages (pinned in requirements.txt).") from None
     opts = list(opts)
     weights = opts[opts[::2].index("MODEL.WEIGHTS") * 2 + 1] if "MODEL.WEIGHTS" in opts[::2] else None
+    if not bake_vocabulary:  # checked before any work: the graph would score any embeddings it is given alike
+        offset = load_predictor_config(config_file, weights, opts, device="cpu").MODEL.GRIDCLIP.INFERENCE.UNSEEN_CLASS_LOGIT_OFFSET
+        if offset:
+            raise ToolError(
+                f"MODEL.GRIDCLIP.INFERENCE.UNSEEN_CLASS_LOGIT_OFFSET is {offset}, but a graph that takes the class "
+                "embeddings as input cannot know which classes are unseen: bake the vocabulary (--bake-vocabulary) "
+                "or export with --opts MODEL.GRIDCLIP.INFERENCE.UNSEEN_CLASS_LOGIT_OFFSET 0.")
     predictor = GridCLIPPredictor(config_file, weights=weights, vocabulary=vocabulary, opts=opts, device="cpu")
     cfg, model = predictor.cfg, predictor.model.eval()
     model._ensure_test_vocabulary()
     names = list(model.test_class_names)
     embeddings = model.classifier.test_embeddings.detach().clone()  # [K, D], unit rows
     logit_offsets = model.classifier.test_logit_offsets.detach().clone()  # [K], zeros unless calibrated
-    if bool(logit_offsets.any()) and not bake_vocabulary:
-        raise ToolError(
-            f"MODEL.GRIDCLIP.INFERENCE.UNSEEN_CLASS_LOGIT_OFFSET is {model.unseen_class_logit_offset} and "
-            f"{int((logit_offsets != 0).sum())} of the {len(names)} classes are unseen, but a graph that takes the "
-            "class embeddings as input cannot know which classes are unseen: bake the vocabulary "
-            "(--bake-vocabulary) or export with --opts MODEL.GRIDCLIP.INFERENCE.UNSEEN_CLASS_LOGIT_OFFSET 0.")
     contract = InputContract.from_model(cfg, model)
     exportable = ExportableGridCLIP(model, contract)
     module = BakedVocabulary(exportable, embeddings, logit_offsets) if bake_vocabulary else exportable
