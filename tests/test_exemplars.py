@@ -152,3 +152,41 @@ def test_eval_exemplars_replace_the_text_rows_of_their_classes_only(image_path, 
         tmp_path, [{"name": "red sqare", "image": image_path, "box": list(boxes[0])}])
     with pytest.raises(ValueError, match=r"'red sqare' are not classes of the test vocabulary"):
         set_test_exemplars(model, cfg)
+
+
+def test_exemplar_classes_get_no_unseen_class_offset(image_path, tmp_path, monkeypatch):
+    """The unseen-class offset calibrates *text* embeddings of names never trained on; an exemplar's row is
+    the detector's own grid embedding, so a class queried by exemplars keeps offset 0 whatever its name."""
+    from gridclip import GridCLIPPredictor
+
+    monkeypatch.setenv("GRIDCLIP_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    p = GridCLIPPredictor(TINY_CONFIG, "", vocabulary=["zebra", "red square"], device="cpu", confidence_threshold=0.0,
+                          opts=OPTS + ["MODEL.GRIDCLIP.INFERENCE.UNSEEN_CLASS_LOGIT_OFFSET", "-1.0"])
+    exemplar = Exemplar(image_path, (20, 10, 60, 50), "red box")  # a name outside the training vocabulary
+    p.set_vocabulary(["zebra", "teapot", exemplar])
+    assert p.vocabulary_snapshot.logit_offsets.tolist() == [0.0, -1.0, 0.0]
+    p.set_vocabulary(["zebra", "teapot", "red box"])  # the same name as text is unseen: the offset returns
+    assert p.vocabulary_snapshot.logit_offsets.tolist() == [0.0, -1.0, -1.0]
+
+    result = p(image_path)
+    rescored = p.rescore(result, [exemplar, "teapot"])
+    classifier = p.model.classifier
+    rows = torch.stack([exemplar_grid_embedding(p, exemplar), F.normalize(p.text_embeddings(["teapot"])[0], dim=0)])
+    cosine = F.normalize(result.grid_embeddings, dim=-1) @ rows.T
+    with torch.no_grad():
+        expected = torch.sigmoid(cosine * classifier.logit_scale + classifier.bias + torch.tensor([0.0, -1.0]))
+    torch.testing.assert_close(rescored.text_scores, expected, atol=1e-5, rtol=0)
+
+    # MODEL.GRIDCLIP.TEST_EXEMPLARS (--eval-only): a novel class queried by exemplars loses its offset too
+    from gridclip.exemplars import set_test_exemplars
+
+    p.set_vocabulary(["zebra", "teapot"])
+    cfg = p.cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.GRIDCLIP.TEST_EXEMPLARS = _exemplars_file(tmp_path, [{"name": "teapot", "image": image_path,
+                                                                    "box": [20, 10, 60, 50]}])
+    assert set_test_exemplars(p.model, cfg) == ["teapot"]
+    assert p.model.classifier.test_logit_offsets.tolist() == [0.0, 0.0]
+    p.model.set_seen_class_names(["zebra"])  # a later refresh keeps the rule
+    assert p.model.classifier.test_logit_offsets.tolist() == [0.0, 0.0]

@@ -222,11 +222,11 @@ def exemplar_grid_embedding(predictor, exemplar: Exemplar, top_k: int = 1, contr
         return F.normalize(embedding, dim=0)
 
 
-def vocabulary_embeddings(predictor, vocabulary, text_embeddings=None) -> Tuple[List[str], torch.Tensor]:
+def vocabulary_embeddings(predictor, vocabulary, text_embeddings=None) -> Tuple[List[str], torch.Tensor, List[str]]:
     """
-    Names and [K, D] class embeddings of a vocabulary mixing names and exemplars: text rows from
-    ``text_embeddings`` (a tensor or file for the text names, in order) or the model's text encoder;
-    exemplar rows the mean of their grid embeddings, re-normalised.
+    Names, [K, D] class embeddings and the names queried by exemplars, of a vocabulary mixing names and
+    exemplars: text rows from ``text_embeddings`` (a tensor or file for the text names, in order) or the
+    model's text encoder; exemplar rows the mean of their grid embeddings, re-normalised.
     """
     names, entries = split_vocabulary(vocabulary)
     text_names = [n for kind, n in entries if kind == "text"]
@@ -247,7 +247,7 @@ def vocabulary_embeddings(predictor, vocabulary, text_embeddings=None) -> Tuple[
         else:
             stacked = torch.stack([exemplar_grid_embedding(predictor, e) for e in value])
             rows.append(F.normalize(stacked.mean(dim=0), dim=0))
-    return names, torch.stack(rows)
+    return names, torch.stack(rows), [n for n, (kind, _) in zip(names, entries) if kind == "exemplars"]
 
 
 class _LoadedModelView:
@@ -297,10 +297,10 @@ def set_test_exemplars(model, cfg) -> List[str]:
     was_training = model.training
     model.eval()
     try:
-        built_names, embeddings = vocabulary_embeddings(_LoadedModelView(model, cfg), vocabulary)
+        built_names, embeddings, _ = vocabulary_embeddings(_LoadedModelView(model, cfg), vocabulary)
     finally:
         model.train(was_training)
     row = {name: i for i, name in enumerate(built_names)}
-    model.set_vocabulary(names, text_embeddings=embeddings[[row[n] for n in names]])
+    model.set_vocabulary(names, text_embeddings=embeddings[[row[n] for n in names]], image_queried_names=queried)
     logger.info("Test classes queried by image exemplars (%s): %s", path, ", ".join(queried))
     return queried

@@ -308,10 +308,10 @@ class GridCLIPPredictor:
         """The current (names, embeddings) snapshot; a call that reads it once sees one consistent vocabulary."""
         return self._vocabulary
 
-    def _swap_vocabulary(self, names: Sequence[str], embeddings: torch.Tensor):
+    def _swap_vocabulary(self, names: Sequence[str], embeddings: torch.Tensor, image_queried_names=()):
         """Install (names, [K, D] embeddings) in the model and as the new snapshot, atomically for readers."""
         with self._swap_lock:  # the model's own vocabulary (read by export, save_pretrained) stays in step
-            self.model.set_vocabulary(list(names), embeddings)
+            self.model.set_vocabulary(list(names), embeddings, image_queried_names=image_queried_names)
             self._vocabulary = self._model_vocabulary()
 
     def _model_vocabulary(self) -> VocabularySnapshot:
@@ -332,8 +332,8 @@ class GridCLIPPredictor:
         :class:`gridclip.Exemplar` entries (:mod:`gridclip.exemplars`).
         """
         if has_exemplars(vocabulary):
-            names, text_embeddings = vocabulary_embeddings(self, vocabulary, text_embeddings)
-            self._swap_vocabulary(names, text_embeddings)
+            names, text_embeddings, image_queried = vocabulary_embeddings(self, vocabulary, text_embeddings)
+            self._swap_vocabulary(names, text_embeddings, image_queried)
             return list(names)
         names = resolve_vocabulary(vocabulary)
         if text_embeddings is None:  # built (and cached on disk where it can be written) before the swap
@@ -450,8 +450,9 @@ class GridCLIPPredictor:
                 model's CLIP text tower, which stays loaded, and kept in memory, bounded:
                 :attr:`text_queries`; no cache file is written per query list).
         """
+        image_queried = []
         if has_exemplars(text_names):  # exemplar rows: the model's grid embeddings at their boxes
-            text_names, text_embeddings = vocabulary_embeddings(self, text_names, text_embeddings)
+            text_names, text_embeddings, image_queried = vocabulary_embeddings(self, text_names, text_embeddings)
         names = resolve_vocabulary(text_names) if text_names is not None else validate_vocabulary([], "rescore")
         if text_embeddings is None:  # names validated above: no second check
             # the resident text tower and the in-memory query cache: no CLIP reload, no cache file per call
@@ -472,7 +473,7 @@ class GridCLIPPredictor:
         classifier = self.model.classifier
         with torch.no_grad():
             cosine = F.normalize(result.grid_embeddings.float(), dim=-1) @ F.normalize(embeddings.float(), dim=-1).T
-            bias = classifier.bias.cpu() + self.model.unseen_logit_offsets(names)  # [K]
+            bias = classifier.bias.cpu() + self.model.unseen_logit_offsets(names, image_queried)  # [K]
             probabilities = torch.sigmoid(cosine * classifier.logit_scale.cpu() + bias)
         if len(result):
             scores, class_ids = probabilities.max(dim=1)

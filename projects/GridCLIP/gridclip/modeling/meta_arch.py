@@ -7,7 +7,7 @@ Matching (center sampling), Box2BoxTransformLinear, GIoU, centerness and the sig
 Detectron2's FCOS code, called unchanged.
 """
 import logging
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from detectron2.config import configurable
@@ -160,6 +160,8 @@ class GridCLIP(FCOS):
         self.unseen_class_logit_offset = float(unseen_class_logit_offset)
         #: the classes the weights were trained on (``set_seen_class_names``; default the training vocabulary)
         self.seen_class_names = list(train_class_names)
+        #: test classes queried by image exemplars instead of text (``set_vocabulary``): no unseen offset
+        self.test_image_queried_names: Tuple[str, ...] = ()
         #: the test vocabulary's text embeddings are still to be built (at the first inference)
         self._test_vocabulary_pending = bool(lazy_test_vocabulary) and classifier is not None
         self._check_components()
@@ -355,7 +357,8 @@ class GridCLIP(FCOS):
             self.compile_inference = bool(compile_inference)
         return self
 
-    def set_vocabulary(self, names: Sequence[str], text_embeddings: Union[Tensor, str, None] = None):
+    def set_vocabulary(self, names: Sequence[str], text_embeddings: Union[Tensor, str, None] = None,
+                       image_queried_names: Sequence[str] = ()):
         """
         Swap the test vocabulary (the classes scored at inference) without retraining.
 
@@ -364,6 +367,9 @@ class GridCLIP(FCOS):
             text_embeddings: [K, D] tensor, a file (``gridclip.modeling.text.files.load_text_embeddings_file``
                 formats), or None to build them with the text encoder's CLIP
                 (``gridclip.modeling.text.cache.load_text_embeddings``, cached).
+            image_queried_names: those of ``names`` whose rows of ``text_embeddings`` are image
+                exemplars' grid embeddings (:mod:`gridclip.exemplars`), not text: they get no
+                unseen-class offset (:meth:`unseen_logit_offsets`).
         """
         names = validate_vocabulary(names, "set_vocabulary")  # the one check of every vocabulary source
         if not self.grid_align:
@@ -372,21 +378,26 @@ class GridCLIP(FCOS):
         embeddings, source = text_cache.vocabulary_text_embeddings(
             names, text_embeddings, self.text_encoder, self.classifier.embed_dim
         )
-        self.classifier.set_test_embeddings(embeddings, source, self.unseen_logit_offsets(names))
+        self.classifier.set_test_embeddings(embeddings, source, self.unseen_logit_offsets(names, image_queried_names))
         self.test_class_names = names
+        self.test_image_queried_names = tuple(image_queried_names)
         self._test_vocabulary_pending = False
 
-    def unseen_logit_offsets(self, names: Sequence[str]) -> Tensor:
+    def unseen_logit_offsets(self, names: Sequence[str], image_queried_names: Sequence[str] = ()) -> Tensor:
         """
         [K] the inference logit offset of each of ``names``: ``unseen_class_logit_offset`` for a name
-        outside ``seen_class_names`` (compared as the text encoder sees them), 0 for the others.
+        outside ``seen_class_names`` (compared as the text encoder sees them), 0 for the others and for
+        ``image_queried_names`` (classes queried by image exemplars).
 
         The project's unseen-class calibration (not in the paper; docs/WORLD.md "Naming"): the
-        classifier's bias is learned against the training classes only, and a class never seen in
-        training, positive or negative, can outscore a base object's own name.
+        classifier's bias is learned against the training classes only, and the *text* embedding of a
+        class never seen in training, positive or negative, can outscore a base object's own name. An
+        exemplar's row is the detector's own grid embedding, which that argument does not cover.
         """
         unseen = unseen_class_mask(names, self.seen_class_names)
-        return torch.tensor([self.unseen_class_logit_offset if u else 0.0 for u in unseen])
+        image_queried = set(image_queried_names)
+        return torch.tensor([self.unseen_class_logit_offset if u and name not in image_queried else 0.0
+                             for name, u in zip(names, unseen)])
 
     def set_seen_class_names(self, names: Sequence[str]):
         """The classes the loaded weights were trained on (e.g. a checkpoint's record); refreshes the offsets."""
@@ -395,7 +406,8 @@ class GridCLIP(FCOS):
 
     def _refresh_test_logit_offsets(self):
         if self.grid_align and not self._test_vocabulary_pending:
-            self.classifier.test_logit_offsets = self.unseen_logit_offsets(self.test_class_names).to(
+            self.classifier.test_logit_offsets = self.unseen_logit_offsets(
+                self.test_class_names, self.test_image_queried_names).to(
                 self.classifier.test_embeddings.device)
 
     # ------------------------------------------------------------------ forward
