@@ -9,12 +9,18 @@ Fig. 3 per table. Rows, protocols and outputs: :mod:`gridclip.world.ablations`.
     python tools/run_ablations.py --rows T5-both --opts SOLVER.MAX_ITER 300 SOLVER.STEPS "(240,)"
     python tools/run_ablations.py --rows T5-grid-align T5-both --seeds 0 --test-split val   # make demo's 120 val images
     python tools/run_ablations.py --list
+    python tools/run_ablations.py --rows T5-grid-align T5-both --seeds $(seq -s ' ' 0 31) --jobs 2 --opts DATALOADER.NUM_WORKERS 0
+                                                  # Table 5 to +-1 AP_r on 2 cores (docs/WORLD.md "Statistical power")
 
 Runs are tested on the world's large evaluation split (1,200 images, generated once beside the world;
 ``--test-split val``: the 120-image val split, which cannot resolve a 2-point AP_r difference).
 
 Writes ``<output>/<run>/seed<k>/run_record.json`` per training run (a run/seed whose metrics exist is not
-rerun), ``<output>/ablations.md`` / ``ablations.json`` and ``<output>/fig3_<table>.png``.
+rerun), ``<output>/ablations.md`` / ``ablations.json`` and ``<output>/fig3_<table>.png``. The summary gives
+each row against its reference as a paired difference over seeds with a 95 % CI, and how many seeds a
++-1-point CI takes at the sd measured. With as many jobs as cores no core is left for a data-loader
+process: ``--opts DATALOADER.NUM_WORKERS 0`` trains ~10 % faster there (other numbers per seed, since the
+augmentation draws then come from the training process; the runs are keyed by it).
 """
 import argparse
 import os

@@ -75,9 +75,11 @@ def test_ablation_summary_reports_each_row_against_its_reference(tmp_path):
     markdown, _ = ablations.summarize(str(tmp_path), ["T5-grid-align", "T5-both", "T4-grid-align"], [0, 1, 2])
     line = next(l for l in markdown.splitlines() if l.startswith("| T5 | T5-both | T5-grid-align |"))
     assert "| 3 |" in line and "resolved: row higher" in line and "s0 +1.5, s1 +2.4, s2 +2.3" in line
+    assert "| 4 (sd 0.49) |" in line  # what a +-1 AP_r CI takes at that sd: t_3 * 0.49 / 2 = 0.78 <= 1
     summary = json.loads((tmp_path / "ablations.json").read_text())
     apr = summary["T5-both"]["vs_reference"]["APr"]
     assert summary["T5-both"]["vs_reference"]["reference"] == "T5-grid-align"
     assert apr["differences"] == pytest.approx([1.5, 2.4, 2.3]) and apr["ci95"][0] > 0
+    assert summary["T5-both"]["vs_reference"]["seeds_for_half_width_1"] == 4
     assert summary["T5-both"]["vs_reference"]["APc"]["mean"] == 0.0  # same APc on each seed: no difference
     assert "vs_reference" not in summary["T4-grid-align"]  # its reference, T4-wo-align, has no runs

@@ -456,9 +456,11 @@ def _paired_difference_table(summary):
     """
     Markdown lines: each row of ``summary`` against its :data:`REFERENCES` row, per metric the paired
     difference over their common seeds with its 95 % CI and verdict, and the per-seed differences of the
-    row's key metric (AP_r open set, AP closed set). Stores them as ``summary[row]["vs_reference"]``.
+    row's key metric (AP_r open set, AP closed set), and how many seeds a 95 % CI of +-1 point on that
+    metric takes at the measured sd of its differences (:func:`seeds_for_half_width`: what it takes to
+    resolve a 2-point effect). Stores them as ``summary[row]["vs_reference"]``.
     """
-    from ..evaluation.paired_stats import format_paired_difference, paired_difference
+    from ..evaluation.paired_stats import format_paired_difference, paired_difference, seeds_for_half_width
 
     lines = []
     for row, entry in summary.items():
@@ -472,18 +474,22 @@ def _paired_difference_table(summary):
                                   for e in (entry, summary[reference]))
             if values and ref_values:
                 paired[m] = paired_difference(values, ref_values)
-        entry["vs_reference"] = dict(reference=reference, **paired)
         key = paired.get(key_metric)
+        needed = seeds_for_half_width(key["sd"], 1.0) if key and key["sd"] is not None else None
+        entry["vs_reference"] = dict(reference=reference, seeds_for_half_width_1=needed, **paired)
         per_seed = ", ".join(f"s{s} {d:+.1f}" for s, d in zip(key["seeds"], key["differences"])) if key else "-"
         n = max((p["n"] for p in paired.values()), default=0)
+        needed_cell = f"{needed} (sd {key['sd']:.2f})" if needed is not None else "-"
         lines.append(f"| {entry['table']} | {row} | {reference} | {n} | "
-                     + " | ".join(format_paired_difference(paired.get(m)) for m in METRICS) + f" | {per_seed} |")
+                     + " | ".join(format_paired_difference(paired.get(m)) for m in METRICS)
+                     + f" | {needed_cell} | {per_seed} |")
     if not lines:
         return []
     return ["", "Paired differences row - reference over common seeds: mean [95 % CI, Student t with n-1 dof]; "
             "resolved when the CI excludes 0.", "",
-            "| table | row | reference | seeds | " + " | ".join(f"Δ{m}" for m in METRICS) + " | per-seed Δ (AP_r open set, AP closed) |",
-            "|---|---|---|---:|" + "---|" * len(METRICS) + "---|"] + lines
+            "| table | row | reference | seeds | " + " | ".join(f"Δ{m}" for m in METRICS)
+            + " | seeds for a ±1 CI (key metric) | per-seed Δ (AP_r open set, AP closed) |",
+            "|---|---|---|---:|" + "---|" * len(METRICS) + "---:|---|"] + lines
 
 
 def _plot_fig3(output_dir, rows, seeds, keys=None):
