@@ -475,7 +475,12 @@ def _paired_difference_table(summary):
             if values and ref_values:
                 paired[m] = paired_difference(values, ref_values)
         key = paired.get(key_metric)
-        needed = seeds_for_half_width(key["sd"], 1.0) if key and key["sd"] is not None else None
+        needed = None
+        if key and key["sd"] is not None:
+            try:
+                needed = seeds_for_half_width(key["sd"], 1.0)
+            except ValueError:  # an sd so large (a collapsed run) that no practical seed count reaches +-1
+                pass
         entry["vs_reference"] = dict(reference=reference, seeds_for_half_width_1=needed, **paired)
         per_seed = ", ".join(f"s{s} {d:+.1f}" for s, d in zip(key["seeds"], key["differences"])) if key else "-"
         n = max((p["n"] for p in paired.values()), default=0)
